@@ -1,0 +1,53 @@
+# rfmcube-cdc: `make test` runs every check; `make demo` runs the main job.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck pytest demo bench kafka-start kafka-stop clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check consumer schemas emulator tests bench
+	$(VENV)/bin/ruff format --check consumer schemas emulator tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# Starts the broker if none is running, runs pytest, and stops the broker
+# again only if this run started it.
+pytest: $(STAMP)
+	@started=0; \
+	if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ] && ! scripts/kafka status >/dev/null 2>&1; then \
+	  scripts/kafka start >/dev/null || exit 1; started=1; \
+	fi; \
+	export KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-$$(scripts/kafka status)}; \
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$started = 1 ]; then scripts/kafka stop; fi; \
+	exit $$rc
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(PY) -m consumer.demo
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+kafka-start:
+	scripts/kafka start
+
+kafka-stop:
+	scripts/kafka stop
+
+clean:
+	scripts/kafka stop || true
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis

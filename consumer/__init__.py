@@ -1,0 +1,1 @@
+"""rfmcube-cdc: the streaming service that keeps Rfmcube equal to the shop."""

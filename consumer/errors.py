@@ -1,0 +1,78 @@
+"""The exceptions of rfmcube-cdc, one root and four branches.
+
+    RfmcubeCdcError
+    ├── ConfigError            bad configuration or mapping: refused at start-up
+    ├── BadRecord              a record that cannot be decoded or mapped: dead-lettered
+    └── ApiError               an answer of the Rfmcube API (or no answer)
+        ├── ApiFatal           401, 403, 406: stop with a message, commit nothing further
+        ├── ApiRetriable       5xx, 429, timeouts, resets: wait and send again
+        ├── ApiTooLarge        416: split the request and send the parts
+        └── ApiRejected        400, 422: the API refused the content: bisect, dead-letter
+
+Retry policy is a property of the class (``retriable``), not of the call site.
+No message here ever contains the API key.
+"""
+
+from __future__ import annotations
+
+from schemas.debezium import Position
+
+
+class RfmcubeCdcError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(RfmcubeCdcError):
+    """A configuration or mapping file is wrong; ``path`` names the key (``entities.orders.columns``)."""
+
+    def __init__(self, path: str, problem: str, *, source: str | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{path}: {problem}")
+
+
+class BadRecord(RfmcubeCdcError):
+    """A record that cannot be decoded or mapped. The stream goes on without it."""
+
+    def __init__(self, position: Position, reason: str) -> None:
+        self.position = position
+        self.reason = reason
+        super().__init__(
+            f"{position.topic} partition {position.partition} offset {position.offset}: {reason}"
+        )
+
+
+class ApiError(RfmcubeCdcError):
+    """The API answered with an error status, or did not answer."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ApiFatal(ApiError):
+    """The service cannot go on: the operator must fix something (key, platform)."""
+
+
+class ApiRetriable(ApiError):
+    """A passing fault: send the same request again later."""
+
+    retriable = True
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class ApiTooLarge(ApiError):
+    """416: the request is over the size limit; split it."""
+
+
+class ApiRejected(ApiError):
+    """400/422: the API refuses the content of the request."""

@@ -1,0 +1,1 @@
+"""A faithful emulator of the Rfmcube REST API, for tests, the demo and benchmarks."""

@@ -1,0 +1,1 @@
+"""The contracts: Debezium change events in, Rfmcube documents out."""

@@ -1,0 +1,99 @@
+"""A Debezium change event, decoded: the input contract of the pipeline.
+
+The decoder (``consumer.decode``) turns a Kafka record of any supported wire
+form into a :class:`ChangeEvent` or a :class:`Skipped` note. Column values are
+already plain Python: ``Decimal`` for decimals (never float), timezone-aware
+UTC ``datetime`` for timestamps, ``date``/``time`` for dates and times,
+``bool``, ``int``, ``str``, ``dict``/``list`` for JSON columns. A column whose
+value Debezium could not read (an unchanged TOASTed column) holds
+:data:`UNAVAILABLE`, which means "the stored value stands".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+
+class Op(StrEnum):
+    """What happened to the row (Debezium's ``op`` field)."""
+
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"  # snapshot read: an upsert like a create
+
+
+class _Unavailable:
+    """The type of :data:`UNAVAILABLE`; a single, falsy, comparable marker."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNAVAILABLE: Final = _Unavailable()
+"""Placeholder for a column Debezium did not read (``__debezium_unavailable_value``)."""
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record sits in Kafka: what the dead-letter headers and commits name."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One row change.
+
+    ``key`` holds the primary-key columns from the Kafka record key (or, when
+    the key is absent, is None). ``before``/``after`` are the row images;
+    ``after`` is None for a delete, ``before`` may be None or hold only key
+    columns (PostgreSQL REPLICA IDENTITY DEFAULT). ``tombstone`` is True when
+    the delete was only signalled by a Kafka null value or a flattened
+    tombstone: then both images are None and the key says which row is gone.
+    """
+
+    position: Position
+    key: Row | None
+    op: Op
+    before: Row | None
+    after: Row | None
+    ts_ms: int | None = None  # when Debezium processed the change
+    source_ts_ms: int | None = None  # when the change was committed in the database
+    tombstone: bool = False
+    headers: tuple[tuple[str, bytes | None], ...] = field(default=())
+
+    @property
+    def is_delete(self) -> bool:
+        return self.op is Op.DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A record that is not a row change we act on (heartbeat, truncate, ...).
+
+    ``kind`` is a short stable word for counting (``heartbeat``,
+    ``schema_change``, ``transaction``, ``truncate``, ``message``,
+    ``redundant_tombstone``); ``detail`` is for the log line.
+    """
+
+    position: Position
+    kind: str
+    detail: str = ""
+
+
+Decoded = ChangeEvent | Skipped
