@@ -56,6 +56,23 @@ class Position:
 
 
 @dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A Kafka record as the source hands it over: bytes, not yet decoded."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    timestamp_ms: int | None = None
+
+    @property
+    def position(self) -> Position:
+        return Position(self.topic, self.partition, self.offset)
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeEvent:
     """One row change.
 
