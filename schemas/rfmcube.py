@@ -72,7 +72,7 @@ def _ordered(fields: Mapping[str, Any], head: Sequence[str]) -> Document:
 
 def _complete(row: MappedRow, kind: Kind) -> None:
     if row.kind is not kind:
-        raise ValueError(f"expected a {kind.value} row, got a {row.kind.value} row {row.key!r}")
+        raise ValueError(f"expected {kind.value} row, got {row.kind.value} row {row.key!r}")
     if row.unavailable:
         raise ValueError(
             f"{row.kind.value} {row.key!r} has unread fields {sorted(row.unavailable)}:"

@@ -98,6 +98,10 @@ class Mapping:
         return replace(order, fields=fields, unavailable=unavailable)
 
 
+def _a(kind: Kind) -> str:
+    return f"an {kind.value}" if kind.value[0] in "aeiou" else f"a {kind.value}"
+
+
 def key_of(table: TableRules, values: Row | None) -> str | None:
     """The primary key as text (``42``, ``7|3``), or None if a key column is absent."""
     if not values:
@@ -127,9 +131,7 @@ def map_row(table: TableRules, values: Row, position: Position) -> MappedRow:
         column = rule.column
         if column not in values:
             if rule.mandatory:
-                raise BadRecord(
-                    position, f"column {column}: mandatory for a {kind.value} but absent"
-                )
+                raise BadRecord(position, f"column {column}: mandatory for {_a(kind)} but absent")
             continue
         value = values[column]
         if value is UNAVAILABLE:
@@ -137,7 +139,7 @@ def map_row(table: TableRules, values: Row, position: Position) -> MappedRow:
             continue
         if value is None:
             if rule.mandatory:
-                raise BadRecord(position, f"column {column}: mandatory for a {kind.value} but null")
+                raise BadRecord(position, f"column {column}: mandatory for {_a(kind)} but null")
             if rule.omit_if_null:
                 continue
         else:
@@ -201,7 +203,7 @@ def _parent(table: TableRules, values: Row, position: Position) -> str | None:
     value = values.get(column)
     if value is None or value is UNAVAILABLE:
         if table.parent_required:
-            raise BadRecord(position, f"column {column}: an {table.kind.value} needs it but null")
+            raise BadRecord(position, f"column {column}: {_a(table.kind)} needs it but null")
         return None
     try:
         return to_text(value)
