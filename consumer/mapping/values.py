@@ -150,7 +150,7 @@ HINT_NAMES = (
     "int",
 )
 _SIMPLE_HINTS = frozenset(HINT_NAMES) - {"decimal(N)"}
-_DECIMAL_HINT = re.compile(r"decimal\((\d{1,2})\)")
+_DECIMAL_HINT = re.compile(r"decimal\(\s*(-?\d+)\s*\)")
 
 
 def check_hint(text: str) -> str:
@@ -160,6 +160,9 @@ def check_hint(text: str) -> str:
     once the decoder exists, so both sides can never disagree.
     """
     hint = text.strip()
-    if hint in _SIMPLE_HINTS or _DECIMAL_HINT.fullmatch(hint):
+    if hint in _SIMPLE_HINTS:
         return hint
+    fixed = _DECIMAL_HINT.fullmatch(hint)
+    if fixed is not None:
+        return f"decimal({int(fixed[1])})"
     raise ValueError(f"unknown type {text!r}; expected one of {', '.join(HINT_NAMES)}")

@@ -68,7 +68,7 @@ def test_unknown_key_inside_a_column_spec() -> None:
         )
     )
     assert error.path == "entities.items.columns.id.typ"
-    assert "unknown key 'typ'" in error.problem
+    assert error.problem == "unknown key 'typ'; expected one of field, type"
 
 
 def test_wrong_type_hint_names_the_vocabulary() -> None:
@@ -187,6 +187,11 @@ def test_invalid_field_path() -> None:
     error = refused(VALID.replace("id: item_id", "id: item..id"))
     assert error.path == "entities.items.columns.id.field"
     assert "invalid field name 'item..id'" in error.problem
+
+
+def test_type_hints_are_normalized_for_the_decoder() -> None:
+    mapping = Mapping.from_text(VALID.replace('"decimal(2)"', '" decimal( 3 ) "'))
+    assert mapping.hints_for("shop.public.orders") == {"amount": "decimal(3)"}
 
 
 def test_descriptor_listed_twice() -> None:
