@@ -70,14 +70,11 @@ def _ordered(fields: Mapping[str, Any], head: Sequence[str]) -> Document:
     return document
 
 
-def _complete(row: MappedRow, kind: Kind) -> None:
+def _check_kind(row: MappedRow, kind: Kind) -> None:
+    # Fields still in row.unavailable (no stored value to fill them from, see
+    # consumer.mapping.fill_unavailable) are simply absent: the best we know.
     if row.kind is not kind:
         raise ValueError(f"expected {kind.value} row, got {row.kind.value} row {row.key!r}")
-    if row.unavailable:
-        raise ValueError(
-            f"{row.kind.value} {row.key!r} has unread fields {sorted(row.unavailable)}:"
-            " fill them from the stored row first (consumer.mapping.fill_unavailable)"
-        )
 
 
 # -- documents ---------------------------------------------------------------------------
@@ -85,7 +82,7 @@ def _complete(row: MappedRow, kind: Kind) -> None:
 
 def customer_document(row: MappedRow) -> Document:
     """The customer as ``/merge_customer`` sends it: id, email, createdAt, updatedAt, others."""
-    _complete(row, Kind.CUSTOMER)
+    _check_kind(row, Kind.CUSTOMER)
     return _ordered(row.fields, CUSTOMER_FIELDS)
 
 
@@ -100,9 +97,9 @@ def item_key_order(key: str) -> tuple[Any, ...]:
 
 def order_document(order: MappedRow, items: Sequence[MappedRow]) -> Document:
     """The order with all its items, sorted by item key (numbers by value)."""
-    _complete(order, Kind.ORDER)
+    _check_kind(order, Kind.ORDER)
     for item in items:
-        _complete(item, Kind.ITEM)
+        _check_kind(item, Kind.ITEM)
     document = _ordered(order.fields, ORDER_FIELDS)
     document["items"] = [
         dict(item.fields) for item in sorted(items, key=lambda item: item_key_order(item.key))

@@ -296,6 +296,12 @@ def test_unavailable_columns_are_listed_and_absent_from_fields(mapping: Mapping)
     assert UNAVAILABLE not in row.fields.values()
 
 
+def test_an_unread_column_that_is_not_sent_changes_nothing(mapping: Mapping) -> None:
+    row = upsert(mapping, event(CUSTOMERS, Op.UPDATE, after=customer_row(notes=UNAVAILABLE)))
+    assert row.unavailable == frozenset()
+    assert row == upsert(mapping, event(CUSTOMERS, Op.UPDATE, after=customer_row()))
+
+
 def test_unavailable_fields_are_filled_from_the_stored_row(mapping: Mapping) -> None:
     stored = upsert(mapping, event(ORDERS, Op.CREATE, after=order_row()))
     after = order_row(delivery_province=UNAVAILABLE, amount=Decimal("90.00"))
