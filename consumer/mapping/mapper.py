@@ -157,11 +157,8 @@ def map_row(table: TableRules, values: Row, position: Position) -> MappedRow:
     parent = _parent(table, values, position)
     guest_email_unknown = UNAVAILABLE_EMAIL[Kind.ORDER] in unavailable
     if kind is Kind.ORDER and parent is None and email is None and not guest_email_unknown:
-        raise BadRecord(
-            position,
-            f"order without customer: columns {table.parent_column} and"
-            f" {table.email_column} are both null",
-        )
+        columns = " and ".join(c for c in (table.parent_column, table.email_column) if c)
+        raise BadRecord(position, f"order without customer: {columns} null")
     return MappedRow(kind, key, fields, parent, email, frozenset(unavailable))
 
 
