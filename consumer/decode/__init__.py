@@ -1,0 +1,57 @@
+"""Decode Debezium change records into ChangeEvents: pure code, no I/O.
+
+    decode_record(record, hints) -> ChangeEvent | Skipped   (raises BadRecord)
+    parse_hint(text) -> ColumnHint                          (raises ValueError)
+
+Modules, by role: ``json_converter`` reads the JsonConverter wire format
+(another wire format, such as Avro, is one more module producing the same
+payload + Connect schema); ``connect_schema`` compiles a Connect schema into a
+cached decoder plan; ``envelope`` gives the payload its meaning (Debezium
+envelope, flattened rows, tombstones, skipped kinds); ``logical`` decodes
+column values by logical type; ``hints`` does so for schemaless columns;
+``exactjson`` keeps every decimal digit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from consumer.errors import BadRecord
+from schemas.debezium import ChangeEvent, RawRecord, Skipped
+
+from .envelope import HEARTBEAT_TOPIC_PREFIX
+from .exactjson import InexactFloat
+from .hints import ColumnHint, parse_hint
+from .json_converter import decode_json_record
+from .logical import ValueDecodeError
+
+_CONFLUENT_MAGIC = b"\x00"
+
+
+def decode_record(
+    record: RawRecord, hints: Mapping[str, ColumnHint] | None = None
+) -> ChangeEvent | Skipped:
+    """Decode one Kafka record.
+
+    ``hints`` maps column name → hint and is used only for values that carry
+    no schema. Raises :class:`BadRecord` with an actionable reason when the
+    record cannot be decoded.
+    """
+    if record.topic.startswith(HEARTBEAT_TOPIC_PREFIX):
+        return Skipped(record.position, "heartbeat")
+    value = record.value
+    if value is not None and value[:1] == _CONFLUENT_MAGIC:
+        raise BadRecord(
+            record.position,
+            "value is in the Schema Registry wire format (Avro/Protobuf): "
+            "configure Debezium with the JsonConverter",
+        )
+    try:
+        return decode_json_record(record, hints)
+    except ValueDecodeError as exc:
+        raise BadRecord(record.position, str(exc)) from None
+    except InexactFloat:  # cannot happen after the exact re-parse; never let it escape
+        raise BadRecord(record.position, "a number could not be read exactly") from None
+
+
+__all__ = ["ColumnHint", "decode_record", "parse_hint"]

@@ -1,0 +1,187 @@
+"""Compile a Kafka Connect schema into a decoder plan, once per schema.
+
+A Connect schema (the ``schema`` half of the JSON converter's envelope, and
+what an Avro schema's ``connect.*`` properties describe) says for each column
+its type, logical name and parameters. Walking it per record is slow, so it
+is compiled into a :class:`StructDecoder`: the few columns that need work and
+their converters. Columns of plain int/string/boolean types are left as
+parsed. The plan also says what kind of record the schema describes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.debezium import UNAVAILABLE, Row
+
+from . import logical
+from .logical import ColumnError, Converter, ValueDecodeError
+
+# What a value schema describes (see envelope.py for what each becomes).
+ENVELOPE = "envelope"
+FLAT = "flat"
+HEARTBEAT = "heartbeat"
+SCHEMA_CHANGE = "schema_change"
+TRANSACTION = "transaction"
+
+_TINYINT_NAMES = frozenset({"TINYINT", "BOOL", "BOOLEAN"})
+_SOURCE_TYPE = "__debezium.source.column.type"
+_SOURCE_LENGTH = "__debezium.source.column.length"
+
+
+class StructDecoder:
+    """Decodes one struct (a row image or a key) in place."""
+
+    __slots__ = ("converters", "meta_fields")
+
+    def __init__(self, converters: tuple[tuple[str, Converter], ...], meta_fields: tuple[str, ...]):
+        self.converters = converters
+        # flattened rows carry '__op', '__deleted', ... beside the columns
+        self.meta_fields = meta_fields
+
+    def __call__(self, row: Row, prefix: str = "column") -> Row:
+        for name, convert in self.converters:
+            value = row.get(name)
+            if value is not None:
+                try:
+                    row[name] = convert(value)
+                except ColumnError as exc:  # inside a nested struct
+                    raise ColumnError(f"{name}.{exc.column}", exc.reason, prefix=prefix) from None
+                except ValueDecodeError as exc:
+                    raise ColumnError(name, str(exc), prefix=prefix) from None
+        return row
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaPlan:
+    """A compiled value or key schema: its kind and the decoder of its row images."""
+
+    kind: str
+    rows: StructDecoder | None  # None for records we skip
+
+
+def _placeholder_aware(convert: Converter | None) -> Converter:
+    """Types that Debezium may fill with the unavailable-value placeholder."""
+
+    def check(value: Any) -> Any:
+        cls = value.__class__
+        if cls is str:
+            if value in logical.PLACEHOLDER_STRINGS:
+                return UNAVAILABLE
+        elif (cls is list or cls is dict) and logical.is_unavailable_container(value):
+            return UNAVAILABLE
+        return value if convert is None else convert(value)
+
+    return check
+
+
+def _is_tinyint_one(parameters: Mapping[str, str]) -> bool:
+    source_type = str(parameters.get(_SOURCE_TYPE, "")).upper()
+    return source_type in _TINYINT_NAMES and str(parameters.get(_SOURCE_LENGTH)) == "1"
+
+
+def field_converter(schema: Mapping[str, Any]) -> Converter | None:
+    """The converter of one field's values, or None when they stay as parsed."""
+    kind = schema.get("type")
+    name = schema.get("name")
+    parameters = schema.get("parameters") or {}
+    factory = logical.LOGICAL_TYPES.get(name) if isinstance(name, str) else None
+    if factory is not None:
+        convert: Converter | None = factory(parameters)
+        return _placeholder_aware(convert) if kind in ("string", "bytes") else convert
+    if kind in ("int8", "int16") and _is_tinyint_one(parameters):
+        return logical.boolean
+    if kind in ("float32", "float64"):
+        return logical.exact_number
+    if kind in ("string", "bytes"):
+        # bytes stay as their base64 text: the API takes JSON, not raw bytes
+        return _placeholder_aware(None)
+    if kind == "struct":
+        nested = compile_struct(schema)
+        return _struct_value(nested) if nested.converters else None
+    if kind == "array":
+        item = field_converter(schema.get("items") or {})
+        return _placeholder_aware(None if item is None else _each(item))
+    if kind == "map":
+        item = field_converter(schema.get("values") or {})
+        return _placeholder_aware(None if item is None else _each_value(item))
+    return None
+
+
+def _struct_value(decode: StructDecoder) -> Converter:
+    def convert(value: Any) -> Any:
+        if value.__class__ is not dict:
+            raise ValueDecodeError(f"struct expects a JSON object, got {value!r}")
+        return decode(value)
+
+    return convert
+
+
+def _each(convert: Converter) -> Converter:
+    return lambda items: [None if item is None else convert(item) for item in items]
+
+
+def _each_value(convert: Converter) -> Converter:
+    return lambda items: {k: None if v is None else convert(v) for k, v in items.items()}
+
+
+def compile_struct(schema: Mapping[str, Any]) -> StructDecoder:
+    """The decoder of a struct schema's rows; raises ColumnError for an unusable column."""
+    converters: list[tuple[str, Converter]] = []
+    meta: list[str] = []
+    for field_schema in schema.get("fields") or ():
+        field_name = field_schema.get("field")
+        if not isinstance(field_name, str):
+            raise ValueDecodeError(f"schema field without a name: {field_schema!r}")
+        if field_name.startswith("__"):
+            meta.append(field_name)
+            continue
+        try:
+            convert = field_converter(field_schema)
+        except ColumnError as exc:  # a nested struct's column
+            raise ColumnError(f"{field_name}.{exc.column}", exc.reason) from None
+        except ValueDecodeError as exc:
+            raise ColumnError(field_name, str(exc)) from None
+        if convert is not None:
+            converters.append((field_name, convert))
+    return StructDecoder(tuple(converters), tuple(meta))
+
+
+def _fields(schema: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {str(f.get("field")): f for f in schema.get("fields") or () if isinstance(f, Mapping)}
+
+
+def classify_value_schema(schema: Mapping[str, Any]) -> str:
+    """Which kind of record a value schema describes, from its name and fields."""
+    name = schema.get("name") or ""
+    fields = _fields(schema)
+    if name.endswith(".Envelope") or {"op", "source", "after"} <= fields.keys():
+        return ENVELOPE
+    if name.endswith("SchemaChangeValue") or ("ddl" in fields and "databaseName" in fields):
+        return SCHEMA_CHANGE
+    if name.endswith("TransactionMetadataValue"):
+        return TRANSACTION
+    if name.endswith("Heartbeat") or fields.keys() == {"ts_ms"}:
+        return HEARTBEAT
+    return FLAT
+
+
+def compile_value_schema(schema: Mapping[str, Any]) -> SchemaPlan:
+    kind = classify_value_schema(schema)
+    if kind == FLAT:
+        if schema.get("type") != "struct":
+            raise ValueDecodeError(f"value schema is a {schema.get('type')}, not a struct")
+        return SchemaPlan(FLAT, compile_struct(schema))
+    if kind == ENVELOPE:
+        fields = _fields(schema)
+        image = fields.get("after") or fields.get("before") or {}
+        return SchemaPlan(ENVELOPE, compile_struct(image))
+    return SchemaPlan(kind, None)
+
+
+def compile_key_schema(schema: Mapping[str, Any]) -> SchemaPlan:
+    if schema.get("type") != "struct":
+        raise ValueDecodeError(f"key schema is a {schema.get('type')}, not a struct")
+    return SchemaPlan(FLAT, compile_struct(schema))

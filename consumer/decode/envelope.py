@@ -1,0 +1,180 @@
+"""What a decoded Debezium value means, whatever wire format carried it.
+
+Input: the value's payload as plain Python (dicts, lists, numbers), what its
+schema says it is (or None when there is no schema), and a function that
+decodes a row image's column values. Output: a ChangeEvent or a Skipped note.
+This covers the Debezium envelope (``before``/``after``/``op``/``source``),
+the flattened rows of the ExtractNewRecordState transform (``__op``,
+``__deleted``, ...), tombstones, heartbeats, schema changes, transaction
+metadata, truncates and logical-decoding messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from schemas.debezium import ChangeEvent, Decoded, Op, Position, Row, Skipped
+
+from .connect_schema import ENVELOPE, FLAT, HEARTBEAT, SCHEMA_CHANGE, TRANSACTION
+from .logical import ValueDecodeError
+
+RowDecoder = Callable[[Row], Row]
+KeyLoader = Callable[[], Row | None]
+Headers = tuple[tuple[str, bytes | None], ...]
+
+HEARTBEAT_TOPIC_PREFIX = "__debezium-heartbeat"
+_ROW_OPS = {"c": Op.CREATE, "u": Op.UPDATE, "d": Op.DELETE, "r": Op.READ}
+_SKIPPED_OPS = {"t": "truncate", "m": "message"}
+_TRUE_TEXTS = frozenset({"true", "True", "TRUE", "1"})
+
+
+def classify_payload(payload: dict[str, Any]) -> str:
+    """The kind of a schemaless value, from the fields it holds."""
+    if (
+        "op" in payload
+        and "source" in payload
+        and ("after" in payload or "before" in payload or "message" in payload)
+    ):
+        return ENVELOPE
+    if "ddl" in payload and ("databaseName" in payload or "tableChanges" in payload):
+        return SCHEMA_CHANGE
+    if payload.get("status") in ("BEGIN", "END") and "id" in payload and "event_count" in payload:
+        return TRANSACTION
+    if len(payload) == 1 and "ts_ms" in payload:
+        return HEARTBEAT
+    return FLAT
+
+
+def tombstone(position: Position, load_key: KeyLoader, headers: Headers) -> ChangeEvent:
+    """A Kafka null value: an idempotent delete of the row the key names."""
+    key = load_key()
+    if key is None:
+        raise ValueDecodeError("tombstone without a key: nothing says which row is gone")
+    return ChangeEvent(position, key, Op.DELETE, None, None, tombstone=True, headers=headers)
+
+
+def interpret(
+    position: Position,
+    payload: Any,
+    kind: str | None,
+    decode_row: RowDecoder,
+    load_key: KeyLoader,
+    headers: Headers,
+    meta_fields: tuple[str, ...] | None = None,
+) -> Decoded:
+    """Turn one value payload into an event; ``kind`` None means "look at the fields"."""
+    if payload is None:
+        return tombstone(position, load_key, headers)
+    if payload.__class__ is not dict:
+        raise ValueDecodeError(f"value is a JSON {type(payload).__name__}, not an object")
+    if kind is None:
+        kind = classify_payload(payload)
+    if kind == ENVELOPE:
+        return _from_envelope(position, payload, decode_row, load_key, headers)
+    if kind == FLAT:
+        return _from_flattened(position, payload, decode_row, load_key, headers, meta_fields)
+    return Skipped(position, kind, _skip_detail(kind, payload))
+
+
+def _skip_detail(kind: str, payload: dict[str, Any]) -> str:
+    if kind == TRANSACTION:
+        return f"{payload.get('status')} {payload.get('id')}"
+    if kind == SCHEMA_CHANGE:
+        return str(payload.get("ddl") or "")[:200]
+    return ""
+
+
+def _image(value: Any, which: str, decode_row: RowDecoder) -> Row | None:
+    if value is None:
+        return None
+    if value.__class__ is not dict:
+        raise ValueDecodeError(f"'{which}' is a JSON {type(value).__name__}, not an object")
+    return decode_row(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if value.__class__ is int else None
+
+
+def _from_envelope(
+    position: Position,
+    payload: dict[str, Any],
+    decode_row: RowDecoder,
+    load_key: KeyLoader,
+    headers: Headers,
+) -> Decoded:
+    op_text = payload.get("op")
+    op = _ROW_OPS.get(op_text)  # type: ignore[arg-type]
+    if op is None:
+        skipped = _SKIPPED_OPS.get(op_text)  # type: ignore[arg-type]
+        if skipped is not None:
+            return Skipped(position, skipped, _source_table(payload))
+        raise ValueDecodeError(f"unknown op {op_text!r}")
+    source = payload.get("source")
+    return ChangeEvent(
+        position,
+        load_key(),
+        op,
+        _image(payload.get("before"), "before", decode_row),
+        _image(payload.get("after"), "after", decode_row),
+        ts_ms=_int_or_none(payload.get("ts_ms")),
+        source_ts_ms=_int_or_none(source.get("ts_ms")) if source.__class__ is dict else None,
+        headers=headers,
+    )
+
+
+def _source_table(payload: dict[str, Any]) -> str:
+    source = payload.get("source")
+    if source.__class__ is not dict:
+        return ""
+    return ".".join(str(source[part]) for part in ("db", "schema", "table") if source.get(part))
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    for header_name, value in headers:
+        if header_name == name and value is not None:
+            return value.decode("utf-8", errors="replace").strip('"')
+    return None
+
+
+def _from_flattened(
+    position: Position,
+    row: dict[str, Any],
+    decode_row: RowDecoder,
+    load_key: KeyLoader,
+    headers: Headers,
+    meta_fields: tuple[str, ...] | None,
+) -> Decoded:
+    if meta_fields is None:  # no schema: every '__' field is one the transform added
+        meta_fields = tuple(name for name in row if name[:2] == "__")
+    meta = {name: row.pop(name, None) for name in meta_fields}
+    op_text = meta.get("__op")
+    deleted = meta.get("__deleted")
+    if headers:  # add.headers puts the same facts in headers instead
+        op_text = op_text or _header(headers, "__op")
+        deleted = deleted if deleted is not None else _header(headers, "__deleted")
+    is_deleted = deleted is True or (deleted.__class__ is str and deleted in _TRUE_TEXTS)
+    if is_deleted or op_text == "d":
+        op = Op.DELETE
+    elif op_text is None:
+        op = Op.UPDATE  # no '__op': an upsert whose create/update nature is unknown
+    else:
+        known = _ROW_OPS.get(op_text)
+        if known is None:
+            skipped = _SKIPPED_OPS.get(op_text)
+            if skipped is not None:
+                return Skipped(position, skipped, str(meta.get("__table") or ""))
+            raise ValueDecodeError(f"unknown op {op_text!r}")
+        op = known
+    image = decode_row(row)
+    return ChangeEvent(
+        position,
+        load_key(),
+        op,
+        image if op is Op.DELETE else None,
+        None if op is Op.DELETE else image,
+        ts_ms=_int_or_none(meta.get("__ts_ms")),
+        source_ts_ms=_int_or_none(meta.get("__source_ts_ms")),
+        headers=headers,
+    )
