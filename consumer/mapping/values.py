@@ -13,12 +13,14 @@ change of ``updatedAt`` alone does not make a new document. A naive
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from consumer.decode import parse_hint
+from consumer.decode.hints import HINT_NAMES
 
 Converter = Callable[[Any], Any]
 
@@ -133,36 +135,15 @@ def key_text(value: Any) -> str:
 
 # -- type hints of schemaless topics ------------------------------------------------------
 
-HINT_NAMES = (
-    "decimal(N)",
-    "decimal",
-    "epoch_millis",
-    "epoch_micros",
-    "epoch_nanos",
-    "date_days",
-    "time_millis",
-    "time_micros",
-    "time_nanos",
-    "zoned_timestamp",
-    "json",
-    "bool",
-    "string",
-    "int",
-)
-_SIMPLE_HINTS = frozenset(HINT_NAMES) - {"decimal(N)"}
-_DECIMAL_HINT = re.compile(r"decimal\(\s*(-?\d+)\s*\)")
-
 
 def check_hint(text: str) -> str:
-    """Validates a column type hint; returns it normalized (stripped).
+    """Validates a column type hint with the decoder's own parser; returns it normalized.
 
-    Mirrors ``consumer.decode.parse_hint``'s vocabulary; to be replaced by it
-    once the decoder exists, so both sides can never disagree.
+    Raises ValueError naming the vocabulary (``unknown type 'decimal(x)'; expected ...``).
     """
-    hint = text.strip()
-    if hint in _SIMPLE_HINTS:
-        return hint
-    fixed = _DECIMAL_HINT.fullmatch(hint)
-    if fixed is not None:
-        return f"decimal({int(fixed[1])})"
-    raise ValueError(f"unknown type {text!r}; expected one of {', '.join(HINT_NAMES)}")
+    try:
+        return str(parse_hint(text))
+    except ValueError:
+        raise ValueError(
+            f"unknown type {text!r}; expected one of {', '.join(HINT_NAMES)}"
+        ) from None
