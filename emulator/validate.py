@@ -179,8 +179,8 @@ def _mandatory_timestamp(doc: Document, name: str, path: str) -> None:
 def _is_utc_timestamp(value: str) -> bool:
     if not _UTC_TIMESTAMP.fullmatch(value):
         return False
-    try:
-        datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")
+    try:  # the pattern checked the shape; this checks the calendar (no month 13)
+        datetime.fromisoformat(value[:19])
     except ValueError:
         return False
     return True
