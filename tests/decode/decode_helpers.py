@@ -26,8 +26,10 @@ def unscaled_bytes(unscaled: int) -> bytes:
 
 def encode_decimal(value: Decimal, scale: int) -> str:
     """Connect's Decimal in the JsonConverter (decimal.format=BASE64)."""
-    unscaled = int(value.scaleb(scale))
-    assert Decimal(unscaled).scaleb(-scale) == value, "value has more digits than the scale"
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int) and exponent + scale >= 0, "more digits than the scale"
+    magnitude = int("".join(map(str, digits)) or "0") * 10 ** (exponent + scale)
+    unscaled = -magnitude if sign else magnitude
     return base64.b64encode(unscaled_bytes(unscaled)).decode()
 
 
