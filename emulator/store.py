@@ -10,6 +10,9 @@ Where Rfmcube's documentation is silent, the rules are those of DESIGN.md:
 - an order is matched by ``id`` across all customers: sent again, it replaces
   the stored order entirely (items included) and moves to the customer it is
   now sent with;
+- ``merge_order`` for an unknown customer creates a guest from the order's
+  customer email/id and dates; a customer without an id (a guest) has dates
+  that span its orders, so each ``merge_order`` widens them;
 - deleting a customer deletes all its orders.
 
 Emails are not forced unique: a customer that changes its email to one still
@@ -20,6 +23,7 @@ too); a lookup by that email then finds the oldest of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 Document = dict[str, Any]
@@ -38,6 +42,16 @@ class _Customer:
 class _Order:
     fields: Document
     customer: int
+
+
+def _instant(timestamp: str) -> datetime:
+    """A validated ``...Z`` timestamp as a datetime (text order is wrong with fractions)."""
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+def _order_sort_key(key: str) -> tuple[int, int, str]:
+    """Numeric ids in numeric order ("2" before "10"), then the others as text."""
+    return (0, int(key), "") if key.isascii() and key.isdigit() else (1, 0, key)
 
 
 def _identity(value: Any) -> str | None:
@@ -107,6 +121,8 @@ class Store:
             guest["createdAt"] = order["createdAt"]
             guest["updatedAt"] = order["updatedAt"]
             serial = self.upsert_customer(guest)
+        elif self._customers[serial].fields.get("id") is None:
+            self._widen_guest_dates(self._customers[serial].fields, order)
         self._upsert_order(order, serial)
 
     def delete_customer(self, customer_id: str | int | None, email: str | None) -> int:
@@ -132,7 +148,7 @@ class Store:
 
     def _render(self, customer: _Customer) -> Document:
         orders = []
-        for key in sorted(customer.orders):
+        for key in sorted(customer.orders, key=_order_sort_key):
             rendered = dict(self._orders[key].fields)
             rendered.setdefault("items", [])
             orders.append(rendered)
@@ -147,6 +163,14 @@ class Store:
         if isinstance(email, str) and self._by_email.get(email):
             return min(self._by_email[email])
         return None
+
+    @staticmethod
+    def _widen_guest_dates(guest: Document, order: Document) -> None:
+        created, updated = guest.get("createdAt"), guest.get("updatedAt")
+        if not isinstance(created, str) or _instant(order["createdAt"]) < _instant(created):
+            guest["createdAt"] = order["createdAt"]
+        if not isinstance(updated, str) or _instant(order["updatedAt"]) > _instant(updated):
+            guest["updatedAt"] = order["updatedAt"]
 
     def _upsert_order(self, order: Document, serial: int) -> None:
         key = _identity(order["id"])

@@ -152,6 +152,31 @@ async def test_merge_order_for_an_unknown_customer_creates_a_guest(
     assert "customerEmail" not in guest["orders"][0]
 
 
+async def test_a_guests_dates_span_its_orders(api: Api, emulator: EmulatorProcess) -> None:
+    middle = order("o1", customerEmail="g@x", createdAt="2021-01-01T00:00:00Z")
+    middle["updatedAt"] = "2021-01-02T00:00:00Z"
+    earlier = order("o2", customerEmail="g@x", createdAt="2020-06-01T00:00:00.5Z")
+    earlier["updatedAt"] = "2020-06-01T00:00:00.5Z"
+    later = order("o3", customerEmail="g@x", createdAt="2021-01-01T00:00:00.25Z")
+    later["updatedAt"] = "2021-01-02T00:00:00.25Z"
+    for sent in (middle, earlier, later):
+        await api.post("merge_order", {"order": sent})
+    [guest] = _customers(emulator)
+    assert (guest["createdAt"], guest["updatedAt"]) == (
+        "2020-06-01T00:00:00.5Z",
+        "2021-01-02T00:00:00.25Z",
+    )
+
+
+async def test_a_registered_customers_dates_are_not_touched_by_orders(
+    api: Api, emulator: EmulatorProcess
+) -> None:
+    await api.post("merge_customer", {"customer": customer("a@x", "1")})
+    await api.post("merge_order", {"order": order("o1", customerId="1", updatedAt=LATER)})
+    [stored] = _customers(emulator)
+    assert stored["updatedAt"] == STAMP
+
+
 async def test_delete_customer_removes_the_customer_and_all_its_orders(
     api: Api, emulator: EmulatorProcess
 ) -> None:

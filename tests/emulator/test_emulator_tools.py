@@ -40,6 +40,15 @@ async def test_state_sorts_customers_by_id_then_email_and_orders_by_id(
     assert [o["id"] for o in customers[3]["orders"]] == ["o1", "o9"]
 
 
+async def test_state_sorts_numeric_order_ids_as_numbers(
+    api: Api, emulator: EmulatorProcess
+) -> None:
+    orders = [order(order_id) for order_id in ("10", "2", "b", "1", "a")]
+    await api.post("import", import_body(customer("a@x", "1", orders=orders)))
+    stored = emulator.state()["customers"][0]["orders"]
+    assert [o["id"] for o in stored] == ["1", "2", "10", "a", "b"]
+
+
 async def test_state_gives_every_order_an_items_list(api: Api, emulator: EmulatorProcess) -> None:
     await api.post("merge_order", {"order": order("o1", customerEmail="a@x")})
     [stored] = emulator.state()["customers"][0]["orders"]
