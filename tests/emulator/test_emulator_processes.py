@@ -35,14 +35,15 @@ async def _watch(api: Api, process_id: int, seconds: float) -> list[dict[str, An
 async def test_import_goes_pending_running_completed_with_counts(
     api: Api, emulator: EmulatorProcess
 ) -> None:
-    emulator.reset(process_delay_ms=600)
+    emulator.reset(process_delay_ms=900)
     answer = await api.post("import", _two_customers_three_orders())
     assert answer.status == 200
     process_id = answer.body["processId"]
     assert isinstance(process_id, int)
-    assert emulator.state() == {"customers": []}  # not applied before it completes
 
-    seen = await _watch(api, process_id, seconds=5)
+    seen = await _watch(api, process_id, seconds=0.01)  # one poll, at once
+    assert emulator.state() == {"customers": []}  # not applied before it completes
+    seen += await _watch(api, process_id, seconds=5)
     statuses = [snapshot["status"] for snapshot in seen]
     assert statuses[0] == "pending"
     assert "running" in statuses
