@@ -40,7 +40,7 @@ def decode_record(
     if record.topic.startswith(HEARTBEAT_TOPIC_PREFIX):
         return Skipped(record.position, "heartbeat")
     value = record.value
-    if value is not None and value[:1] == _CONFLUENT_MAGIC:
+    if value is not None and value.startswith(_CONFLUENT_MAGIC):
         raise BadRecord(
             record.position,
             "value is in the Schema Registry wire format (Avro/Protobuf): "

@@ -34,36 +34,54 @@ _SOURCE_LENGTH = "__debezium.source.column.length"
 class StructDecoder:
     """Decodes one struct (a row image or a key) in place."""
 
-    __slots__ = ("converters", "meta_fields")
+    __slots__ = ("converters", "meta_fields", "plain_converters")
 
-    def __init__(self, converters: tuple[tuple[str, Converter], ...], meta_fields: tuple[str, ...]):
+    def __init__(
+        self,
+        converters: tuple[tuple[str, Converter], ...],
+        plain_converters: tuple[tuple[str, Converter], ...],
+        meta_fields: tuple[str, ...],
+    ) -> None:
+        # 'converters' also turn the unavailable-value placeholder into UNAVAILABLE;
+        # 'plain_converters' skip that work for rows where no value can be it
         self.converters = converters
+        self.plain_converters = plain_converters
         # flattened rows carry '__op', '__deleted', ... beside the columns
         self.meta_fields = meta_fields
 
     def __call__(self, row: Row, prefix: str = "column") -> Row:
-        for name, convert in self.converters:
-            value = row.get(name)
-            if value is not None:
-                try:
+        try:  # one C-level pass; a list or dict value (unhashable) needs the full check
+            plain = logical.PLACEHOLDER_STRINGS.isdisjoint(row.values())
+        except TypeError:
+            plain = False
+        name = ""
+        try:
+            for name, convert in self.plain_converters if plain else self.converters:
+                value = row.get(name)
+                if value is not None:
                     row[name] = convert(value)
-                except ColumnError as exc:  # inside a nested struct
-                    raise ColumnError(f"{name}.{exc.column}", exc.reason, prefix=prefix) from None
-                except ValueDecodeError as exc:
-                    raise ColumnError(name, str(exc), prefix=prefix) from None
+        except ColumnError as exc:  # inside a nested struct
+            raise ColumnError(f"{name}.{exc.column}", exc.reason, prefix=prefix) from None
+        except ValueDecodeError as exc:
+            raise ColumnError(name, str(exc), prefix=prefix) from None
         return row
 
 
 @dataclass(frozen=True, slots=True)
 class SchemaPlan:
-    """A compiled value or key schema: its kind and the decoder of its row images."""
+    """A compiled value or key schema: its kind and the decoder of its row images.
+
+    ``rows`` is None for records we skip.
+    """
 
     kind: str
-    rows: StructDecoder | None  # None for records we skip
+    rows: StructDecoder | None
 
 
-def _placeholder_aware(convert: Converter | None) -> Converter:
+def _placeholder_aware(convert: Converter | None, placeholders: bool) -> Converter | None:
     """Types that Debezium may fill with the unavailable-value placeholder."""
+    if not placeholders:
+        return convert
 
     def check(value: Any) -> Any:
         cls = value.__class__
@@ -82,7 +100,7 @@ def _is_tinyint_one(parameters: Mapping[str, str]) -> bool:
     return source_type in _TINYINT_NAMES and str(parameters.get(_SOURCE_LENGTH)) == "1"
 
 
-def field_converter(schema: Mapping[str, Any]) -> Converter | None:
+def field_converter(schema: Mapping[str, Any], placeholders: bool = True) -> Converter | None:
     """The converter of one field's values, or None when they stay as parsed."""
     kind = schema.get("type")
     name = schema.get("name")
@@ -90,23 +108,23 @@ def field_converter(schema: Mapping[str, Any]) -> Converter | None:
     factory = logical.LOGICAL_TYPES.get(name) if isinstance(name, str) else None
     if factory is not None:
         convert: Converter | None = factory(parameters)
-        return _placeholder_aware(convert) if kind in ("string", "bytes") else convert
+        return _placeholder_aware(convert, placeholders) if kind in ("string", "bytes") else convert
     if kind in ("int8", "int16") and _is_tinyint_one(parameters):
         return logical.boolean
     if kind in ("float32", "float64"):
         return logical.exact_number
     if kind in ("string", "bytes"):
         # bytes stay as their base64 text: the API takes JSON, not raw bytes
-        return _placeholder_aware(None)
+        return _placeholder_aware(None, placeholders)
     if kind == "struct":
         nested = compile_struct(schema)
         return _struct_value(nested) if nested.converters else None
     if kind == "array":
-        item = field_converter(schema.get("items") or {})
-        return _placeholder_aware(None if item is None else _each(item))
+        item = field_converter(schema.get("items") or {}, placeholders)
+        return _placeholder_aware(None if item is None else _each(item), placeholders)
     if kind == "map":
-        item = field_converter(schema.get("values") or {})
-        return _placeholder_aware(None if item is None else _each_value(item))
+        item = field_converter(schema.get("values") or {}, placeholders)
+        return _placeholder_aware(None if item is None else _each_value(item), placeholders)
     return None
 
 
@@ -130,6 +148,7 @@ def _each_value(convert: Converter) -> Converter:
 def compile_struct(schema: Mapping[str, Any]) -> StructDecoder:
     """The decoder of a struct schema's rows; raises ColumnError for an unusable column."""
     converters: list[tuple[str, Converter]] = []
+    plain_converters: list[tuple[str, Converter]] = []
     meta: list[str] = []
     for field_schema in schema.get("fields") or ():
         field_name = field_schema.get("field")
@@ -140,13 +159,16 @@ def compile_struct(schema: Mapping[str, Any]) -> StructDecoder:
             continue
         try:
             convert = field_converter(field_schema)
+            plain_convert = field_converter(field_schema, placeholders=False)
         except ColumnError as exc:  # a nested struct's column
             raise ColumnError(f"{field_name}.{exc.column}", exc.reason) from None
         except ValueDecodeError as exc:
             raise ColumnError(field_name, str(exc)) from None
         if convert is not None:
             converters.append((field_name, convert))
-    return StructDecoder(tuple(converters), tuple(meta))
+        if plain_convert is not None:
+            plain_converters.append((field_name, plain_convert))
+    return StructDecoder(tuple(converters), tuple(plain_converters), tuple(meta))
 
 
 def _fields(schema: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

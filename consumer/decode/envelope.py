@@ -85,12 +85,8 @@ def _skip_detail(kind: str, payload: dict[str, Any]) -> str:
     return ""
 
 
-def _image(value: Any, which: str, decode_row: RowDecoder) -> Row | None:
-    if value is None:
-        return None
-    if value.__class__ is not dict:
-        raise ValueDecodeError(f"'{which}' is a JSON {type(value).__name__}, not an object")
-    return decode_row(value)
+def _not_an_object(which: str, value: Any) -> ValueDecodeError:
+    return ValueDecodeError(f"'{which}' is a JSON {type(value).__name__}, not an object")
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -111,15 +107,28 @@ def _from_envelope(
         if skipped is not None:
             return Skipped(position, skipped, _source_table(payload))
         raise ValueDecodeError(f"unknown op {op_text!r}")
+    # inlined image and number checks: this is the hot path of every row change
+    before = payload.get("before")
+    if before is not None:
+        if before.__class__ is not dict:
+            raise _not_an_object("before", before)
+        before = decode_row(before)
+    after = payload.get("after")
+    if after is not None:
+        if after.__class__ is not dict:
+            raise _not_an_object("after", after)
+        after = decode_row(after)
+    ts_ms = payload.get("ts_ms")
     source = payload.get("source")
+    source_ts_ms = source.get("ts_ms") if source.__class__ is dict else None
     return ChangeEvent(
         position,
         load_key(),
         op,
-        _image(payload.get("before"), "before", decode_row),
-        _image(payload.get("after"), "after", decode_row),
-        ts_ms=_int_or_none(payload.get("ts_ms")),
-        source_ts_ms=_int_or_none(source.get("ts_ms")) if source.__class__ is dict else None,
+        before,
+        after,
+        ts_ms=ts_ms if ts_ms.__class__ is int else None,
+        source_ts_ms=source_ts_ms if source_ts_ms.__class__ is int else None,
         headers=headers,
     )
 

@@ -34,13 +34,16 @@ def loads_fast(data: bytes | memoryview | str) -> Any:
         return loads_exact(data)
 
 
+# built once: json.loads(parse_float=...) would build a decoder per call
+_EXACT_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=Decimal)
+
+
 def loads_exact(data: bytes | memoryview | str) -> Any:
     """Parse with every non-integer number as a Decimal of its own text."""
-    if isinstance(data, memoryview):
-        data = data.tobytes()
     try:
-        return json.loads(data, parse_float=Decimal, parse_constant=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+        return _EXACT_DECODER.decode(text)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise NotJson(str(exc)) from None
 
 

@@ -92,27 +92,43 @@ def decode_schemaless_row(
 
     Raises InexactFloat when orjson produced a float anywhere in the row.
     """
+    values = row.values()
+    kinds = set(map(type, values))  # C-level passes instead of a Python loop per column
+    if float in kinds:
+        raise InexactFloat
+    if list in kinds or dict in kinds:
+        _containers_and_placeholders(row)
+    elif not logical.PLACEHOLDER_STRINGS.isdisjoint(values):
+        for name, value in row.items():
+            if value.__class__ is str and value in logical.PLACEHOLDER_STRINGS:
+                row[name] = UNAVAILABLE
+    if not hints:
+        return row
+    name = ""
+    try:
+        if len(hints) <= len(row):
+            for name, hint in hints.items():
+                value = row.get(name)
+                if value is not None and value is not UNAVAILABLE:
+                    row[name] = hint.decode(value)
+        else:
+            for name, value in row.items():
+                maybe_hint = hints.get(name)
+                if maybe_hint is not None and value is not None and value is not UNAVAILABLE:
+                    row[name] = maybe_hint.decode(value)
+    except ValueDecodeError as exc:
+        raise ColumnError(name, str(exc), prefix=prefix) from None
+    return row
+
+
+def _containers_and_placeholders(row: Row) -> None:
     for name, value in row.items():
         cls = value.__class__
         if cls is str:
             if value in logical.PLACEHOLDER_STRINGS:
                 row[name] = UNAVAILABLE
-                continue
-        elif cls is float:
-            raise InexactFloat
         elif cls is list or cls is dict:
             if logical.is_unavailable_container(value):
                 row[name] = UNAVAILABLE
-                continue
-            if contains_float(value):
+            elif contains_float(value):
                 raise InexactFloat
-        elif value is None:
-            continue
-        if hints:
-            hint = hints.get(name)
-            if hint is not None:
-                try:
-                    row[name] = hint.decode(value)
-                except ValueDecodeError as exc:
-                    raise ColumnError(name, str(exc), prefix=prefix) from None
-    return row

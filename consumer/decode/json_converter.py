@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
+import orjson
+
 from schemas.debezium import Decoded, RawRecord, Row
 
 from . import envelope
 from .connect_schema import SchemaPlan, compile_key_schema, compile_value_schema
-from .exactjson import InexactFloat, NotJson, loads_exact, loads_fast, preview
+from .exactjson import InexactFloat, NotJson, loads_exact, preview
 from .hints import ColumnHint, decode_schemaless_row
 from .logical import ColumnError, ValueDecodeError
 
@@ -26,7 +28,6 @@ Compile = Callable[[Mapping[str, Any]], SchemaPlan]
 
 _SCHEMA_OPEN = b'{"schema":'
 _PAYLOAD_SEP = b',"payload":'
-_NULL_TEXTS = frozenset({b"null", b"null\n"})
 
 
 class PlanCache:
@@ -62,7 +63,7 @@ class PlanCache:
             schema_bytes = data[len(_SCHEMA_OPEN) : end]
             try:
                 same = loads(schema_bytes) == schema
-            except (ValueError, NotJson):
+            except ValueError:
                 same = False  # the first ',"payload":' was inside the schema: don't cache
             if same:
                 if self._count >= self._max_entries:
@@ -80,7 +81,12 @@ _KEY_PLANS = PlanCache(compile_key_schema)
 def _parse(data: bytes | memoryview, loads: Loads, what: str) -> Any:
     try:
         return loads(data)
-    except (ValueError, NotJson):
+    except ValueError:  # orjson.JSONDecodeError or NotJson
+        if loads is not loads_exact:
+            try:  # json reads what orjson refuses (NaN, Infinity)
+                return loads_exact(data)
+            except NotJson:
+                pass
         raw = data.tobytes() if isinstance(data, memoryview) else data
         raise ValueDecodeError(f"{what} is not JSON: {preview(raw)}") from None
 
@@ -128,7 +134,7 @@ def _decode_key(
 def _decode(record: RawRecord, hints: Mapping[str, ColumnHint] | None, loads: Loads) -> Decoded:
     load_key = partial(_decode_key, record.key, hints, loads)
     data = record.value
-    if data is None or data in _NULL_TEXTS:
+    if data is None or (len(data) < 8 and data.strip() == b"null"):
         return envelope.tombstone(record.position, load_key, record.headers)
     plan, payload = _split(data, _VALUE_PLANS, loads, "value")
     if plan is None:
@@ -152,12 +158,21 @@ def _no_rows(row: Row) -> Row:
     return row
 
 
+# Topics that sent a float: parse them exactly from the start, sparing the wasted orjson pass.
+_EXACT_TOPICS: set[str] = set()
+_MAX_EXACT_TOPICS = 4096
+
+
 def decode_json_record(record: RawRecord, hints: Mapping[str, ColumnHint] | None) -> Decoded:
     """Decode a JsonConverter record; raises ValueDecodeError when it cannot be read."""
+    if record.topic in _EXACT_TOPICS:
+        return _decode(record, hints, loads_exact)
     try:
-        return _decode(record, hints, loads_fast)
+        return _decode(record, hints, orjson.loads)
     except InexactFloat:
         # a float somewhere: parse again keeping every number's exact digits
+        if len(_EXACT_TOPICS) < _MAX_EXACT_TOPICS:
+            _EXACT_TOPICS.add(record.topic)
         return _decode(record, hints, loads_exact)
 
 
