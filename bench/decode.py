@@ -68,7 +68,7 @@ def _field(column: str, kind: str, optional: bool = True, **extra: Any) -> dict[
     return {"type": kind, "optional": optional, "field": column, **extra}
 
 
-_ZONED = {"name": "io.debezium.time.ZonedTimestamp", "version": 1}
+_ZONED: dict[str, Any] = {"name": "io.debezium.time.ZonedTimestamp", "version": 1}
 _ROW_FIELDS = [
     _field("id", "int64", optional=False),
     _field("customer_id", "int64"),
