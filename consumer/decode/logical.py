@@ -113,7 +113,8 @@ def fixed_scale_decimal(scale: int) -> Converter:
     """``decimal(N)`` and Connect's Decimal: base64 bytes, a JSON number or a string."""
 
     def convert(value: Any) -> Decimal:
-        if value.__class__ is str and not _looks_numeric(value, scale):
+        # a trailing '=' (base64 padding) settles it without looking further
+        if value.__class__ is str and (value[-1:] == "=" or not _looks_numeric(value, scale)):
             return decimal_from_base64(value, scale)
         return decimal_from_number(value)
 
@@ -220,10 +221,12 @@ def zoned_timestamp(value: Any, what: str = "ZonedTimestamp") -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueDecodeError(f"{what} is not ISO-8601: {_describe(value)}") from None
-    offset = parsed.utcoffset()
-    if offset is None:
+    zone = parsed.tzinfo
+    if zone is UTC:  # the usual 'Z'
+        return parsed
+    if zone is None:
         raise ValueDecodeError(f"{what} has no UTC offset: {_describe(value)}")
-    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+    return parsed.astimezone(UTC)
 
 
 def zoned_time(value: Any, what: str = "ZonedTime") -> time:
