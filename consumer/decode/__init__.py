@@ -52,6 +52,11 @@ def decode_record(
         raise BadRecord(record.position, str(exc)) from None
     except InexactFloat:  # cannot happen after the exact re-parse; never let it escape
         raise BadRecord(record.position, "a number could not be read exactly") from None
+    except (TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        # JSON of a shape no Debezium form has (a schema whose 'parameters' is a list, ...)
+        raise BadRecord(
+            record.position, f"unexpected record shape ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 __all__ = ["ColumnHint", "decode_record", "parse_hint"]

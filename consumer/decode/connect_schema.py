@@ -138,11 +138,21 @@ def _struct_value(decode: StructDecoder) -> Converter:
 
 
 def _each(convert: Converter) -> Converter:
-    return lambda items: [None if item is None else convert(item) for item in items]
+    def convert_items(items: Any) -> Any:
+        if items.__class__ is not list:
+            raise ValueDecodeError(f"array expects a JSON list, got {items!r}")
+        return [None if item is None else convert(item) for item in items]
+
+    return convert_items
 
 
 def _each_value(convert: Converter) -> Converter:
-    return lambda items: {k: None if v is None else convert(v) for k, v in items.items()}
+    def convert_values(items: Any) -> Any:
+        if items.__class__ is not dict:
+            raise ValueDecodeError(f"map expects a JSON object, got {items!r}")
+        return {k: None if v is None else convert(v) for k, v in items.items()}
+
+    return convert_values
 
 
 def compile_struct(schema: Mapping[str, Any]) -> StructDecoder:
@@ -151,6 +161,8 @@ def compile_struct(schema: Mapping[str, Any]) -> StructDecoder:
     plain_converters: list[tuple[str, Converter]] = []
     meta: list[str] = []
     for field_schema in schema.get("fields") or ():
+        if not isinstance(field_schema, Mapping):
+            raise ValueDecodeError(f"schema field is not an object: {field_schema!r}")
         field_name = field_schema.get("field")
         if not isinstance(field_name, str):
             raise ValueDecodeError(f"schema field without a name: {field_schema!r}")

@@ -53,7 +53,7 @@ def record(
         topic=topic,
         partition=0,
         offset=offset,
-        key=None if key is None else orjson.dumps(key),
+        key=None if key is None else dumps(key),
         value=raw_value if raw_value is not None else (None if value is None else dumps(value)),
         headers=headers,
     )
