@@ -45,7 +45,7 @@ class PlanCache:
 
     def lookup(self, data: bytes) -> tuple[SchemaPlan, int] | None:
         """The plan and the offset of the payload, when the schema bytes are known."""
-        if not data.startswith(_SCHEMA_OPEN):
+        if not data.startswith(_SCHEMA_OPEN) or not data.endswith(b"}"):
             return None
         end = data.find(_PAYLOAD_SEP, len(_SCHEMA_OPEN))
         entries = self._by_length.get(end)

@@ -367,3 +367,25 @@ def test_transaction_metadata_records_are_skipped() -> None:
     ):
         decoded = decode_record(raw)
         assert isinstance(decoded, Skipped) and decoded.kind == "transaction"
+
+
+def test_mysql_schemaless_create_and_delete_with_hints() -> None:
+    hints = {
+        "is_vip": parse_hint("bool"),
+        "signed_up": parse_hint("epoch_millis"),
+        "last_seen": parse_hint("zoned_timestamp"),
+        "birthday": parse_hint("date_days"),
+        "prefs": parse_hint("json"),
+    }
+    row = mysql_row(1)
+    create = {"before": None, "after": row, "source": MYSQL_SOURCE, "op": "c", "ts_ms": 1}
+    delete = {"before": mysql_row(0), "after": None, "source": MYSQL_SOURCE, "op": "d", "ts_ms": 2}
+    created = decode_record(record(create, {"id": 7}, topic="shop.shop.customers"), hints)
+    deleted = decode_record(record(delete, {"id": 7}, topic="shop.shop.customers"), hints)
+    assert isinstance(created, ChangeEvent) and isinstance(deleted, ChangeEvent)
+    assert created.op is Op.CREATE and created.after is not None
+    assert created.after["is_vip"] is True
+    assert created.after["signed_up"] == datetime(2024, 6, 3, 16, 0, 0, 123000, tzinfo=UTC)
+    assert created.after["prefs"] == {"lang": "it", "discount": Decimal("0.15")}
+    assert deleted.op is Op.DELETE and deleted.after is None and deleted.before is not None
+    assert deleted.before["is_vip"] is False and deleted.before["birthday"] == date(2022, 1, 8)

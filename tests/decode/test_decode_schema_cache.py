@@ -45,9 +45,10 @@ def test_schemas_of_equal_length_are_not_confused() -> None:
 
 def test_non_compact_layout_and_payload_first_still_decode() -> None:
     value = {"id": 1, "amount": encode_decimal(Decimal("9.99"), 2)}
+    compact = dumps(with_schema(amount_schema("2"), value))
     pretty = json.dumps(with_schema(amount_schema("2"), value), indent=2).encode()
     payload_first = json.dumps({"payload": value, "schema": amount_schema("2")}).encode()
-    for raw in (pretty, payload_first, pretty):
+    for raw in (compact, pretty, payload_first, pretty, compact + b"\n", compact):
         assert after_of(raw)["amount"] == Decimal("9.99")
 
 
