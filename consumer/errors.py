@@ -25,7 +25,7 @@ class RfmcubeCdcError(Exception):
 
 
 class ConfigError(RfmcubeCdcError):
-    """A configuration or mapping file is wrong; ``path`` names the key (``entities.orders.columns``)."""
+    """A configuration or mapping file is wrong; ``path`` names the wrong key."""
 
     def __init__(self, path: str, problem: str, *, source: str | None = None) -> None:
         self.path = path

@@ -6,7 +6,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 
-def _consume(bootstrap: str, topic: str, group: str, want: int) -> tuple[KafkaConsumer, list[bytes]]:
+def _consume(
+    bootstrap: str, topic: str, group: str, want: int
+) -> tuple[KafkaConsumer, list[bytes]]:
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
