@@ -58,6 +58,8 @@ class StoreConfig(_Section):
 
 class ServiceConfig(_Section):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # /healthz, /readyz, /metrics; null turns the server off.
+    health_host: str = "0.0.0.0"
     health_port: int | None = Field(default=8080, ge=0, le=65535)
     log_format: Literal["json", "text"] = "json"
 
