@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -25,10 +26,18 @@ TEMPLATE = REPO / "scripts" / "connect-jars" / "postgres-connector.properties"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def start_connect() -> str:
-    """``scripts/connect start`` (the broker must run): the worker's REST URL."""
+def start_connect(bootstrap: str | None = None) -> str:
+    """``scripts/connect start`` on ``bootstrap`` (default: $KAFKA_BOOTSTRAP_SERVERS, else
+    the broker of scripts/kafka), which must run: the worker's REST URL."""
+    env = dict(os.environ)
+    if bootstrap:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     done = subprocess.run(
-        [str(REPO / "scripts" / "connect"), "start"], capture_output=True, text=True, check=False
+        [str(REPO / "scripts" / "connect"), "start"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip()[-2000:] or "scripts/connect start failed")
