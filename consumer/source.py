@@ -1,0 +1,432 @@
+"""The Kafka source: one thread owns the consumer and hands batches to asyncio.
+
+kafka-python's consumer is blocking and not thread-safe, so a single thread
+polls it, pauses and resumes it, commits through it and answers offset
+queries; the asyncio side talks to that thread through a command queue and
+gets answers back on its own loop (``call_soon_threadsafe``).
+
+The thread polls every ``poll_timeout_ms`` even while the asyncio side is
+slow, so the group never evicts it for exceeding ``max.poll.interval.ms``.
+Memory stays bounded instead by pausing: when the bytes handed over but not
+yet released pass ``max_pending_bytes``, every assigned partition is paused
+(poll keeps running and returns nothing) until they fall below half.
+
+Rebalances: kafka-python 3.0 runs rebalance callbacks on its own IO thread
+and forbids blocking consumer calls there, so the listener is the async
+variant. It calls ``on_revoke`` inline (heartbeats pause meanwhile: keep the
+service's revoke budget well below ``session_timeout_ms``), commits the
+offsets it returns by awaiting ``commit_async``, and drops the records of the
+revoked partitions that were not handed over yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from consumer.errors import ConfigError, RfmcubeCdcError
+from schemas.debezium import RawRecord
+
+log = logging.getLogger(__name__)
+
+PartitionId = tuple[str, int]
+OnRevoke = Callable[[list[PartitionId]], Mapping[PartitionId, int]]
+OnAssign = Callable[[list[PartitionId]], None]
+
+_T = TypeVar("_T")
+
+MiB: Final = 1024 * 1024
+
+# Consumer settings the service relies on; `extra` may not change them.
+_FORCED_CONSUMER_KEYS: Final = ("bootstrap_servers", "group_id", "enable_auto_commit")
+
+
+class SourceError(RfmcubeCdcError):
+    """The source thread died, was stopped, or could not do what was asked."""
+
+
+class CommitFailed(SourceError):
+    """The broker did not confirm an offset commit (e.g. the group rebalanced)."""
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    bootstrap_servers: str
+    group_id: str
+    topics: tuple[str, ...]
+    client_id: str = "rfmcube-cdc"
+    max_pending_bytes: int = 64 * MiB  # pause above this, resume below half
+    poll_timeout_ms: int = 200
+    max_poll_records: int = 2000
+    commit_timeout_ms: int = 30_000
+    extra: Mapping[str, Any] = field(default_factory=dict)  # security settings etc.
+
+
+def record_bytes(record: RawRecord) -> int:
+    """The size the memory bound counts for one record: key, value and headers."""
+    size = len(record.key or b"") + len(record.value or b"")
+    for name, value in record.headers:
+        size += len(name) + len(value or b"")
+    return size
+
+
+def batch_bytes(records: Iterable[RawRecord]) -> int:
+    """What to pass to :meth:`KafkaSource.release` once a batch is done with."""
+    return sum(record_bytes(r) for r in records)
+
+
+def raw_record(message: Any) -> RawRecord:
+    """A kafka-python ``ConsumerRecord`` as the pipeline's :class:`RawRecord`."""
+    return RawRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple((name, value) for name, value in message.headers or ()),
+        timestamp_ms=message.timestamp if message.timestamp is not None else None,
+    )
+
+
+def consumer_config(
+    bootstrap_servers: str, group_id: str | None, extra: Mapping[str, Any], **ours: Any
+) -> dict[str, Any]:
+    """KafkaConsumer keyword arguments: ``ours`` as defaults, ``extra`` on top,
+    except for the keys the service relies on, which ``extra`` may not change."""
+    for key in _FORCED_CONSUMER_KEYS:
+        if key in extra:
+            raise ConfigError(
+                f"kafka.extra.{key}", "is set by the service and cannot be overridden"
+            )
+    return {
+        **ours,
+        **extra,
+        "bootstrap_servers": bootstrap_servers,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+    }
+
+
+def to_kafka_offsets(offsets: Mapping[PartitionId, int]) -> dict[Any, Any]:
+    return {
+        TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+        for (topic, partition), offset in offsets.items()
+    }
+
+
+@dataclass
+class _Command:
+    """Work for the consumer thread, answered on the event loop."""
+
+    run: Callable[[Any], Any]  # receives the KafkaConsumer
+    answer: asyncio.Future[Any]
+
+
+class KafkaSource:
+    """Polls the topics of one consumer group on a dedicated thread."""
+
+    def __init__(
+        self,
+        settings: SourceSettings,
+        *,
+        on_revoke: OnRevoke | None = None,
+        on_assign: OnAssign | None = None,
+    ) -> None:
+        self._settings = settings
+        self._on_revoke = on_revoke
+        self._on_assign = on_assign
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._revoking = threading.Event()
+        self._failure: BaseException | None = None
+        self._wake = asyncio.Event()
+        # Guarded by _lock: shared between the consumer thread, kafka's IO
+        # thread (rebalance callbacks) and the event loop.
+        self._lock = threading.Lock()
+        self._ready: deque[list[RawRecord]] = deque()
+        self._pending_bytes = 0
+        self._assigned: frozenset[PartitionId] = frozenset()
+
+    # -- event-loop side -------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the consumer thread; records begin to arrive through :meth:`get`."""
+        if self._thread is not None:
+            raise SourceError("the source was already started")
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._run, name=f"kafka-source-{self._settings.group_id}", daemon=True
+        )
+        self._thread.start()
+
+    async def get(self) -> list[RawRecord]:
+        """The records polled since the last call (waits for at least one)."""
+        while True:
+            self._wake.clear()
+            with self._lock:
+                batches = list(self._ready)
+                self._ready.clear()
+            if batches:
+                return [record for batch in batches for record in batch]
+            self._raise_if_not_running()
+            await self._wake.wait()
+
+    def release(self, nbytes: int) -> None:
+        """The asyncio side is done with records of this many bytes (see :func:`batch_bytes`)."""
+        with self._lock:
+            self._pending_bytes = max(0, self._pending_bytes - nbytes)
+
+    async def commit(self, offsets: Mapping[PartitionId, int]) -> None:
+        """Commit "next offset to read" per partition; returns once the broker confirmed."""
+        if not offsets:
+            return
+        if self._revoking.is_set():
+            # The consumer thread waits for the revoke to finish: this would deadlock.
+            raise SourceError("commit() during on_revoke: return the offsets instead")
+        kafka_offsets = to_kafka_offsets(offsets)
+        timeout_ms = self._settings.commit_timeout_ms
+
+        def run(consumer: Any) -> None:
+            try:
+                consumer.commit(kafka_offsets, timeout_ms=timeout_ms)
+            except Exception as exc:
+                raise CommitFailed(f"offset commit failed: {exc!r}") from exc
+
+        await self._call(run)
+
+    async def committed(self, partitions: Iterable[PartitionId]) -> dict[PartitionId, int | None]:
+        """The group's committed offsets (None where nothing was committed)."""
+        wanted = list(partitions)
+
+        def run(consumer: Any) -> dict[PartitionId, int | None]:
+            return {tp: consumer.committed(TopicPartition(*tp)) for tp in wanted}
+
+        return await self._call(run)
+
+    def assignment(self) -> set[PartitionId]:
+        """The partitions this member currently owns."""
+        with self._lock:
+            return set(self._assigned)
+
+    async def stop(self) -> None:
+        """Stop polling, close the consumer (committing nothing) and join the thread."""
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        self._fail_commands(SourceError("the source is stopped"))
+        self._wake.set()
+
+    # -- helpers shared by both sides ------------------------------------
+
+    def _raise_if_not_running(self) -> None:
+        if self._failure is not None:
+            raise SourceError("the Kafka source thread failed") from self._failure
+        if self._stopping.is_set():
+            raise SourceError("the source is stopped")
+        if self._thread is None:
+            raise SourceError("the source was not started")
+
+    async def _call(self, run: Callable[[Any], _T]) -> _T:
+        self._raise_if_not_running()
+        answer: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._commands.put(_Command(run, answer))
+        if self._failure is not None or self._stopping.is_set():
+            # The thread may have drained its queue for the last time already.
+            self._fail_commands(SourceError("the source is stopped"))
+        return await answer
+
+    def _notify(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback`` on the event loop (a no-op once the loop is closed)."""
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            log.debug("event loop closed; dropped a notification")
+
+    def _answer(
+        self, answer: asyncio.Future[Any], result: Any, error: BaseException | None
+    ) -> None:
+        def settle() -> None:
+            if answer.done():
+                return
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(result)
+
+        self._notify(settle)
+
+    def _fail_commands(self, error: BaseException) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self._answer(command.answer, None, error)
+
+    # -- consumer thread -------------------------------------------------
+
+    def _run(self) -> None:
+        consumer: Any = None
+        try:
+            consumer = self._open_consumer()
+            while not self._stopping.is_set():
+                self._run_commands(consumer)
+                self._apply_memory_bound(consumer)
+                polled = consumer.poll(timeout_ms=self._settings.poll_timeout_ms)
+                self._hand_over(polled)
+                with self._lock:
+                    self._assigned = frozenset(
+                        (tp.topic, tp.partition) for tp in consumer.assignment()
+                    )
+        except BaseException as exc:
+            log.exception("the Kafka source thread failed")
+            self._failure = exc
+        finally:
+            self._stopping.set()  # the revoke listener must not act during close
+            if consumer is not None:
+                try:
+                    consumer.close(autocommit=False)
+                except Exception:
+                    log.exception("closing the Kafka consumer failed")
+            with self._lock:
+                self._assigned = frozenset()
+            error = SourceError("the source is stopped")
+            if self._failure is not None:
+                error.__cause__ = self._failure
+            self._fail_commands(error)
+            self._notify(self._wake.set)
+
+    def _open_consumer(self) -> Any:
+        settings = self._settings
+        config = consumer_config(
+            settings.bootstrap_servers,
+            settings.group_id,
+            settings.extra,
+            client_id=settings.client_id,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.max_poll_records,
+            allow_auto_create_topics=False,  # Debezium creates its topics, compacted
+        )
+        consumer = KafkaConsumer(**config)
+        consumer.subscribe(topics=list(settings.topics), listener=_Listener(self, consumer))
+        # A metadata refresh after subscribing and before the first join: else
+        # kafka-python 3.0's leader assigns against an empty metadata snapshot
+        # and the next refresh forces a second rebalance (which sometimes stalls).
+        existing = consumer.topics()
+        for topic in settings.topics:
+            if topic not in existing:
+                log.warning("topic %s does not exist (yet)", topic)
+        return consumer
+
+    def _run_commands(self, consumer: Any) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = command.run(consumer)
+            except Exception as exc:
+                self._answer(command.answer, None, exc)
+            else:
+                self._answer(command.answer, result, None)
+
+    def _apply_memory_bound(self, consumer: Any) -> None:
+        limit = self._settings.max_pending_bytes
+        with self._lock:
+            pending = self._pending_bytes
+        paused = consumer.paused()
+        if pending > limit:
+            unpaused = set(consumer.assignment()) - set(paused)
+            if unpaused:
+                log.info("pausing %d partitions: %d bytes pending", len(unpaused), pending)
+                consumer.pause(*unpaused)
+        elif paused and pending <= limit // 2:
+            log.info("resuming %d partitions: %d bytes pending", len(paused), pending)
+            consumer.resume(*paused)
+
+    def _hand_over(self, polled: Mapping[Any, list[Any]]) -> None:
+        batch = [raw_record(message) for messages in polled.values() for message in messages]
+        if not batch:
+            return
+        size = batch_bytes(batch)
+        with self._lock:
+            self._ready.append(batch)
+            self._pending_bytes += size
+        self._notify(self._wake.set)
+
+    def _drop_unsent(self, partitions: set[PartitionId]) -> None:
+        """Forget records of partitions we no longer own that asyncio has not taken yet."""
+        with self._lock:
+            kept: deque[list[RawRecord]] = deque()
+            for batch in self._ready:
+                keep = [r for r in batch if (r.topic, r.partition) not in partitions]
+                self._pending_bytes -= batch_bytes(batch) - batch_bytes(keep)
+                if keep:
+                    kept.append(keep)
+            self._ready = kept
+
+    async def _revoked(self, consumer: Any, partitions: set[PartitionId]) -> None:
+        """Runs on kafka's IO thread before the group takes partitions away."""
+        self._drop_unsent(partitions)
+        with self._lock:
+            self._assigned = self._assigned - partitions
+        if self._stopping.is_set() or self._on_revoke is None or not partitions:
+            return
+        self._revoking.set()
+        try:
+            offsets = dict(self._on_revoke(sorted(partitions)))
+        except Exception:
+            log.exception("on_revoke failed; committing nothing for %s", sorted(partitions))
+            return
+        finally:
+            self._revoking.clear()
+        if not offsets:
+            return
+        try:
+            await consumer.commit_async(to_kafka_offsets(offsets))
+        except Exception:
+            log.exception("commit of revoked partitions failed: %s", offsets)
+        else:
+            log.info("committed revoked partitions: %s", offsets)
+
+    def _assigned_now(self, consumer: Any, partitions: set[PartitionId]) -> None:
+        """Runs on kafka's IO thread once the group gave us partitions."""
+        with self._lock:
+            self._assigned = frozenset(partitions)
+            over_limit = self._pending_bytes > self._settings.max_pending_bytes
+        if over_limit and partitions:
+            consumer.pause(*(TopicPartition(*tp) for tp in partitions))
+        if self._on_assign is not None:
+            try:
+                self._on_assign(sorted(partitions))
+            except Exception:
+                log.exception("on_assign failed for %s", sorted(partitions))
+
+
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python's rebalance hooks, forwarded to the source.
+
+    Exceptions must not escape: kafka-python would re-raise them from poll()."""
+
+    def __init__(self, source: KafkaSource, consumer: Any) -> None:
+        self._source = source
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+        await self._source._revoked(self._consumer, {(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        self._source._assigned_now(self._consumer, {(tp.topic, tp.partition) for tp in assigned})
