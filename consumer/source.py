@@ -132,7 +132,17 @@ class _Command:
 
 
 class KafkaSource:
-    """Polls the topics of one consumer group on a dedicated thread."""
+    """Polls the topics of one consumer group on a dedicated thread.
+
+    ``on_revoke(partitions)`` runs on a Kafka thread, never on the event loop,
+    before the group takes ``partitions`` away; it returns the offsets to
+    commit for them (committed before the rebalance goes on) and must not
+    call :meth:`commit` or :meth:`committed`. Records of those partitions that
+    :meth:`get` already returned stay the caller's (release their bytes);
+    the ones not yet returned are dropped. ``on_assign(partitions)`` runs
+    after each rebalance with the partitions now owned. Neither is called
+    while :meth:`stop` closes the consumer.
+    """
 
     def __init__(
         self,
@@ -191,9 +201,6 @@ class KafkaSource:
         """Commit "next offset to read" per partition; returns once the broker confirmed."""
         if not offsets:
             return
-        if self._revoking.is_set():
-            # The consumer thread waits for the revoke to finish: this would deadlock.
-            raise SourceError("commit() during on_revoke: return the offsets instead")
         kafka_offsets = to_kafka_offsets(offsets)
         timeout_ms = self._settings.commit_timeout_ms
 
@@ -239,6 +246,9 @@ class KafkaSource:
 
     async def _call(self, run: Callable[[Any], _T]) -> _T:
         self._raise_if_not_running()
+        if self._revoking.is_set():
+            # The consumer thread is inside poll() until on_revoke returns: a deadlock.
+            raise SourceError("commit()/committed() during on_revoke: return the offsets instead")
         answer: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         self._commands.put(_Command(run, answer))
         if self._failure is not None or self._stopping.is_set():
