@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,11 +24,15 @@ from typing import Any
 import orjson
 
 PREFIX = "shop"
-TOPICS = {
-    "customers": f"{PREFIX}.public.customers",
-    "orders": f"{PREFIX}.public.orders",
-    "order_items": f"{PREFIX}.public.order_items",
-}
+TABLES = ("customers", "orders", "order_items")
+
+
+def topics_for(prefix: str) -> dict[str, str]:
+    """Debezium's topic names: ``<prefix>.<schema>.<table>``."""
+    return {table: f"{prefix}.public.{table}" for table in TABLES}
+
+
+TOPICS = topics_for(PREFIX)
 
 _INT64 = {"type": "int64", "optional": False}
 _OPT_INT64 = {"type": "int64", "optional": True}
@@ -128,6 +133,9 @@ class Shop:
 
     schemas: bool = True
     seed: int = 7
+    prefix: str = PREFIX
+    # Live: timestamps and ts_ms are the wall clock (benchmarks measure delays).
+    live: bool = False
     clock: datetime = field(default_factory=lambda: datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
     customers: dict[int, dict[str, Any]] = field(default_factory=dict)
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -141,18 +149,22 @@ class Shop:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.topics = topics_for(self.prefix)
 
     # -- encoding -----------------------------------------------------------
 
     def _tick(self) -> datetime:
-        self.clock += timedelta(seconds=self.rng.randint(1, 90))
+        if self.live:
+            self.clock = datetime.now(UTC).replace(microsecond=0)
+        else:
+            self.clock += timedelta(seconds=self.rng.randint(1, 90))
         return self.clock
 
     def _row_schema(self, table: str) -> dict[str, Any]:
         return {
             "type": "struct",
             "optional": True,
-            "name": f"{TOPICS[table]}.Value",
+            "name": f"{self.topics[table]}.Value",
             "fields": [{**schema, "field": name} for name, schema in COLUMNS[table]],
         }
 
@@ -166,7 +178,7 @@ class Shop:
     ) -> None:
         row_id = (after or before or {})["id"]
         self._lsn += self.rng.randint(100, 5000)
-        millis = int(self.clock.timestamp() * 1000)
+        millis = int((time.time() if self.live else self.clock.timestamp()) * 1000)
         key_payload = {"id": row_id}
         payload = {
             "before": self._encode_row(table, before),
@@ -174,7 +186,7 @@ class Shop:
             "source": {
                 "version": "3.6.1.Final",
                 "connector": "postgresql",
-                "name": PREFIX,
+                "name": self.prefix,
                 "ts_ms": millis,
                 "snapshot": "false",
                 "db": "shop",
@@ -193,14 +205,14 @@ class Shop:
             key_schema = {
                 "type": "struct",
                 "optional": False,
-                "name": f"{TOPICS[table]}.Key",
+                "name": f"{self.topics[table]}.Key",
                 "fields": [{"type": "int64", "optional": False, "field": "id"}],
             }
             row_schema = self._row_schema(table)
             value_schema = {
                 "type": "struct",
                 "optional": False,
-                "name": f"{TOPICS[table]}.Envelope",
+                "name": f"{self.topics[table]}.Envelope",
                 "version": 2,
                 "fields": [
                     {**row_schema, "field": "before"},
@@ -244,9 +256,9 @@ class Shop:
         else:
             key = orjson.dumps(key_payload)
             value = orjson.dumps(payload)
-        self.records.append(Record(TOPICS[table], key, value))
+        self.records.append(Record(self.topics[table], key, value))
         if op == "d":
-            self.records.append(Record(TOPICS[table], key, None))
+            self.records.append(Record(self.topics[table], key, None))
 
     def _insert(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
         row["id"] = self._next_id[table]
@@ -355,7 +367,7 @@ class Shop:
                 "sku": f"SKU-{self.rng.randint(1, 999):03d}",
                 "brand": self.rng.choice(BRANDS),
                 "quantity": self.rng.randint(1, 3),
-                "unit_price": Decimal(self.rng.randint(199, 25999)) / 100,
+                "unit_price": Decimal(self.rng.randint(199, 25999)).scaleb(-2),
             },
         )
         self._recompute_amount(order_id)
@@ -446,8 +458,7 @@ def _order_doc(
         "statusLabel": order["status_label"],
         "currency": order["currency"],
     }
-    if order["delivery_province"] is not None:
-        doc["delivery"] = {"province": order["delivery_province"]}
+    doc["delivery"] = {"province": order["delivery_province"]}
     doc["items"] = [
         {
             "item_id": i["id"],

@@ -1,0 +1,88 @@
+"""A test's pipeline: shop topics, emulator, group and service processes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emulator.shop import Shop, expected_state, topics_for
+from emulator.testing import EmulatorProcess
+from emulator.workbench import (
+    ServiceProcess,
+    mapping_for_prefix,
+    produce,
+    recreate_topics,
+    wait_caught_up,
+    write_config,
+)
+
+API_KEY = "pipeline-test-key"
+
+
+@dataclass
+class Pipeline:
+    """One test's shop topics, emulator, group and service configuration."""
+
+    bootstrap: str
+    folder: Path
+    api: EmulatorProcess
+    prefix: str = field(default_factory=lambda: f"shop{uuid.uuid4().hex[:8]}")
+    services: list[ServiceProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.topics = list(topics_for(self.prefix).values())
+        self.dead_letters = f"{self.prefix}.dead-letters"
+        self.group = f"{self.prefix}-group"
+        recreate_topics(self.bootstrap, [*self.topics, self.dead_letters], partitions=3)
+
+    def shop(self, **options: Any) -> Shop:
+        return Shop(prefix=self.prefix, **options)
+
+    def write(self, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
+        produce(self.bootstrap, records)
+
+    def write_shop(self, shop: Shop, start: int = 0, stop: int | None = None) -> None:
+        self.write([(r.topic, r.key, r.value) for r in shop.records[start:stop]])
+
+    def config(self, **sections: dict[str, Any]) -> Path:
+        pacing = {"min_window_seconds": 0.3, **sections.pop("pacing", {})}
+        return write_config(
+            self.folder,
+            bootstrap=self.bootstrap,
+            api_url=self.api.url,
+            group=self.group,
+            dead_letter_topic=self.dead_letters,
+            mapping=mapping_for_prefix(self.prefix),
+            sections={"pacing": pacing, **sections},
+        )
+
+    def start(self, **sections: dict[str, Any]) -> ServiceProcess:
+        service = ServiceProcess(
+            self.config(**sections), API_KEY, self.folder / f"service-{len(self.services)}.log"
+        ).start()
+        self.services.append(service)
+        return service
+
+    def wait_caught_up(self, service: ServiceProcess, timeout: float = 90.0) -> None:
+        if not wait_caught_up(self.bootstrap, self.group, self.topics, service, timeout):
+            raise AssertionError(f"the service did not catch up; its log:\n{service.log()[-4000:]}")
+
+    def assert_equal(self, shop: Shop) -> None:
+        state = self.api.state()
+        want = expected_state(shop)
+        assert state == want, _first_difference(state, want)
+
+
+def _first_difference(got: dict[str, Any], want: dict[str, Any]) -> str:
+    got_by = {c["email"]: c for c in got["customers"]}
+    want_by = {c["email"]: c for c in want["customers"]}
+    missing = sorted(set(want_by) - set(got_by))
+    extra = sorted(set(got_by) - set(want_by))
+    if missing or extra:
+        return f"customers missing in Rfmcube: {missing[:5]}, not in the shop: {extra[:5]}"
+    for email, customer in want_by.items():
+        if got_by[email] != customer:
+            return f"customer {email}: Rfmcube has {got_by[email]!r}, the shop says {customer!r}"
+    return "customers in a different order"
