@@ -12,10 +12,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import orjson
-from consumer.replay import committed_offsets, end_offsets, partitions_of
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from consumer.replay import committed_offsets, end_offsets, partitions_of
 
 __all__ = [
     "ServiceProcess",
