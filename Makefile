@@ -37,7 +37,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	$(PY) -m consumer.demo
+	$(PY) -m emulator.demo
 
 bench: $(STAMP)
 	$(PY) -m bench
