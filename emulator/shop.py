@@ -282,6 +282,17 @@ class Shop:
             table
         ]
 
+    def all_orders_ever(self) -> list[dict[str, Any]]:
+        """Every order row that was ever created, as last written (deleted ones too)."""
+        rows: dict[int, dict[str, Any]] = {}
+        for record in self.records:
+            if record.topic == self.topics["orders"] and record.value is not None:
+                payload = orjson.loads(record.value)
+                payload = payload.get("payload", payload)
+                row = payload["after"] or payload["before"]
+                rows[row["id"]] = row
+        return list(rows.values())
+
     # -- shop operations ------------------------------------------------------
 
     def sign_up(self) -> int:

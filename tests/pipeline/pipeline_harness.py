@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulator.shop import Shop, expected_state, topics_for
+from kafka import KafkaProducer
+
+from emulator.shop import Record, Shop, expected_state, topics_for
 from emulator.testing import EmulatorProcess
 from emulator.workbench import (
     ServiceProcess,
@@ -30,6 +32,7 @@ class Pipeline:
     api: EmulatorProcess
     prefix: str = field(default_factory=lambda: f"shop{uuid.uuid4().hex[:8]}")
     services: list[ServiceProcess] = field(default_factory=list)
+    positions: dict[tuple[str, int, int], Record] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.topics = list(topics_for(self.prefix).values())
@@ -42,6 +45,22 @@ class Pipeline:
 
     def write(self, records: list[tuple[str, bytes | None, bytes | None]]) -> None:
         produce(self.bootstrap, records)
+
+    def write_with_positions(self, records: list[Record]) -> list[tuple[str, int, int]]:
+        """Write records and learn where each landed (kept in ``self.positions``)."""
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        try:
+            sent = [(r, producer.send(r.topic, key=r.key, value=r.value)) for r in records]
+            producer.flush()
+            landed = []
+            for record, future in sent:
+                meta = future.get(timeout=30)
+                position = (meta.topic, meta.partition, meta.offset)
+                self.positions[position] = record
+                landed.append(position)
+            return landed
+        finally:
+            producer.close()
 
     def write_shop(self, shop: Shop, start: int = 0, stop: int | None = None) -> None:
         self.write([(r.topic, r.key, r.value) for r in shop.records[start:stop]])
