@@ -163,7 +163,7 @@ def test_no_offset_is_ever_committed_ahead_of_acceptance(
                 assert any(produced <= t <= sampled_at for t in times[document]), (
                     f"{topic}[{partition}]@{offset} committed by {sampled_at:.3f}"
                     f" before any accepted request carried {document}: written {produced:.3f},"
-                    f" accepted at {times[document]}; record {pipeline.positions[(topic, partition, offset)].value!r:.300}"
+                    f" accepted at {times[document]}"
                 )
                 checked += 1
     assert checked > 0
