@@ -116,20 +116,24 @@ class DebeziumRun:
             time.sleep(0.5)
         raise AssertionError(f"Debezium did not write the marker within {timeout} s")
 
-    def wait_some_commits(self, timeout: float = 60.0) -> None:
-        """Until the service committed something past the snapshot: it is mid-stream."""
+    def wait_some_commits(self, service: ServiceProcess, timeout: float = 60.0) -> None:
+        """Until the service commits more than it had: it is streaming."""
         start = self.committed()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if not service.running():
+                raise AssertionError(f"the service exited; its log:\n{service.log()[-4000:]}")
             if self.committed() > start:
                 return
             time.sleep(0.3)
-        raise AssertionError(f"the service committed nothing in {timeout} s")
+        raise AssertionError(
+            f"the service committed nothing in {timeout} s; its log:\n{service.log()[-3000:]}"
+        )
 
     def committed(self) -> int:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="e2e-offsets")
         try:
-            offsets = admin.list_consumer_group_offsets(self.group)
+            offsets = admin.list_group_offsets(self.group).get(self.group, {})
             return sum(max(o.offset, 0) for tp, o in offsets.items() if tp.topic in self.topics)
         finally:
             admin.close()
@@ -170,7 +174,12 @@ class DebeziumRun:
             group=self.group,
             dead_letter_topic=self.dead_letters,
             mapping=mapping_with_notes(self.name),
-            sections={"pacing": {"min_window_seconds": 0.3}},
+            sections={
+                "pacing": {"min_window_seconds": 0.3},
+                # A SIGKILLed member holds its partitions until its session times
+                # out: the broker's minimum (6 s) keeps the crash tests short.
+                "kafka": {"extra": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}},
+            },
         )
         log = self.folder / f"service-{len(self.services)}.log"
         service = ServiceProcess(config, API_KEY, log).start()
