@@ -67,6 +67,12 @@ class Pipeline:
 
     def config(self, **sections: dict[str, Any]) -> Path:
         pacing = {"min_window_seconds": 0.3, **sections.pop("pacing", {})}
+        # A SIGKILLed member holds its partitions for the session timeout:
+        # keep it short so that a restarted service gets them back quickly.
+        kafka: dict[str, object] = {
+            "extra": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+        }
+        kafka.update(sections.pop("kafka", {}))
         return write_config(
             self.folder,
             bootstrap=self.bootstrap,
@@ -74,7 +80,7 @@ class Pipeline:
             group=self.group,
             dead_letter_topic=self.dead_letters,
             mapping=mapping_for_prefix(self.prefix),
-            sections={"pacing": pacing, **sections},
+            sections={"pacing": pacing, "kafka": kafka, **sections},
         )
 
     def start(self, **sections: dict[str, Any]) -> ServiceProcess:

@@ -22,7 +22,7 @@ def _chunks(total: int, parts: int) -> list[tuple[int, int]]:
 
 
 def test_it_ends_equal_through_failing_requests_and_three_kills(pipeline: Pipeline) -> None:
-    pipeline.api.reset(fail_rate=0.2, seed=11)
+    pipeline.api.reset(fail_rate=0.2, seed=28)  # seed 28: the first two requests fail
     shop = pipeline.shop(seed=21)
     shop.workload(customers=40, guest_orders=10)
     service = pipeline.start()
@@ -119,7 +119,7 @@ def _sampling_commits(pipeline: Pipeline) -> Iterator[list[tuple[float, dict[Any
 def test_no_offset_is_ever_committed_ahead_of_acceptance(
     pipeline: Pipeline, kafka_bootstrap: str
 ) -> None:
-    pipeline.api.reset(latency_ms=300, fail_rate=0.2, seed=3)
+    pipeline.api.reset(latency_ms=300, fail_rate=0.2, seed=28)
     shop = pipeline.shop(seed=9)
     shop.workload(customers=30, guest_orders=6)
     written_at: dict[tuple[str, int, int], float] = {}
