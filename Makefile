@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check consumer schemas emulator tests bench
-	$(VENV)/bin/ruff format --check consumer schemas emulator tests bench
+	$(VENV)/bin/ruff check consumer schemas emulator e2e tests bench
+	$(VENV)/bin/ruff format --check consumer schemas emulator e2e tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -49,5 +49,7 @@ kafka-stop:
 	scripts/kafka stop
 
 clean:
+	scripts/connect stop || true
+	scripts/postgres stop || true
 	scripts/kafka stop || true
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis

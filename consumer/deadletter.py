@@ -16,6 +16,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 
 from consumer.errors import RfmcubeCdcError
+from consumer.source import broker_errors
 from schemas.debezium import Position, RawRecord
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,18 @@ class DeadLetters:
         self.count = 0
         self._pending: list[Any] = []  # kafka futures not yet checked by flush()
         self._lost: BaseException | None = None
-        self._producer: Any = KafkaProducer(
-            **{
-                "client_id": "rfmcube-cdc-deadletter",
-                "linger_ms": 5,
-                **producer_extra(extra or {}),
-                "bootstrap_servers": bootstrap_servers,
-                "acks": "all",
-            }
-        )
-        # Fetch the topic's metadata now: a missing topic is a start-up error,
-        # and the first send() then never blocks on it.
-        self._producer.partitions_for(topic)
+        config = {
+            "client_id": "rfmcube-cdc-deadletter",
+            "linger_ms": 5,
+            **producer_extra(extra or {}),
+            "bootstrap_servers": bootstrap_servers,
+            "acks": "all",
+        }
+        with broker_errors(f"opening the dead-letter topic {topic}"):
+            self._producer: Any = KafkaProducer(**config)
+            # Fetch the topic's metadata now: a missing topic is a start-up
+            # error, and the first send() then never blocks on it.
+            self._producer.partitions_for(topic)
 
     def send(self, record: RawRecord, reason: str) -> None:
         """Dead-letter a record: its key, value and headers, plus why and where from."""

@@ -3,6 +3,7 @@
     RfmcubeCdcError
     ├── ConfigError            bad configuration or mapping: refused at start-up
     ├── BadRecord              a record that cannot be decoded or mapped: dead-lettered
+    ├── BrokerUnavailable      Kafka cannot be reached (yet): wait and try again
     └── ApiError               an answer of the Rfmcube API (or no answer)
         ├── ApiFatal           401, 403, 406: stop with a message, commit nothing further
         ├── ApiRetriable       5xx, 429, timeouts, resets: wait and send again
@@ -44,6 +45,12 @@ class BadRecord(RfmcubeCdcError):
         super().__init__(
             f"{position.topic} partition {position.partition} offset {position.offset}: {reason}"
         )
+
+
+class BrokerUnavailable(RfmcubeCdcError):
+    """Kafka did not answer a look-up outside the consumer thread; try again later."""
+
+    retriable = True
 
 
 class ApiError(RfmcubeCdcError):

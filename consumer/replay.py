@@ -19,7 +19,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from consumer.errors import RfmcubeCdcError
-from consumer.source import PartitionId, consumer_config, raw_record
+from consumer.source import PartitionId, broker_errors, consumer_config, raw_record
 from schemas.debezium import RawRecord
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ def partitions_of(
     bootstrap_servers: str, topics: Sequence[str], *, extra: Mapping[str, Any] | None = None
 ) -> list[PartitionId]:
     """All partitions of the topics (a topic that does not exist has none)."""
-    with closing(_consumer(bootstrap_servers, None, extra or {})) as consumer:
+    with (
+        broker_errors("listing partitions"),
+        closing(_consumer(bootstrap_servers, None, extra or {})) as consumer,
+    ):
         return sorted(
             (topic, partition)
             for topic in topics
@@ -64,7 +67,10 @@ def end_offsets(
     """The offset the next record of each partition will get (its log end)."""
     if not partitions:
         return {}
-    with closing(_consumer(bootstrap_servers, None, extra or {})) as consumer:
+    with (
+        broker_errors("reading end offsets"),
+        closing(_consumer(bootstrap_servers, None, extra or {})) as consumer,
+    ):
         ends = consumer.end_offsets([TopicPartition(*tp) for tp in partitions])
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
@@ -82,7 +88,10 @@ def committed_offsets(
     not join the group nor disturb its members."""
     if not partitions:
         return {}
-    with closing(_consumer(bootstrap_servers, group_id, extra or {})) as consumer:
+    with (
+        broker_errors("reading committed offsets"),
+        closing(_consumer(bootstrap_servers, group_id, extra or {})) as consumer,
+    ):
         return {tp: consumer.committed(TopicPartition(*tp)) for tp in partitions}
 
 
@@ -104,6 +113,18 @@ def replay(
     todo = {tp: stop for tp, stop in end.items() if start.get(tp, 0) < stop}
     if not todo:
         return
+    with broker_errors("replaying"):
+        yield from _replay(bootstrap_servers, start, todo, extra, batch_size, stall_timeout_s)
+
+
+def _replay(
+    bootstrap_servers: str,
+    start: Mapping[PartitionId, int],
+    todo: dict[PartitionId, int],
+    extra: Mapping[str, Any] | None,
+    batch_size: int,
+    stall_timeout_s: float,
+) -> Iterator[list[RawRecord]]:
     consumer = _consumer(bootstrap_servers, None, extra or {})
     try:
         consumer.assign([TopicPartition(*tp) for tp in todo])

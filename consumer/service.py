@@ -36,7 +36,7 @@ from consumer.coalesce import DirtyDoc, RecordAcks, Window
 from consumer.config import Settings
 from consumer.deadletter import DeadLetters
 from consumer.decode import decode_record, parse_hint
-from consumer.errors import ApiFatal, BadRecord
+from consumer.errors import ApiFatal, BadRecord, BrokerUnavailable
 from consumer.health import HealthServer
 from consumer.mapping import Mapping
 from consumer.offsets import OffsetTracker
@@ -168,6 +168,28 @@ class Service:
         self.stats.restored = restored
         log.info("store restored: %d records replayed", restored)
         return restored
+
+    async def _start_up(self) -> bool:
+        """Open the dead-letter topic and restore the store, waiting out a broker
+        that is not reachable yet; False when asked to stop meanwhile."""
+        kafka = self.settings.kafka
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                if self._deadletters is None:
+                    self._deadletters = await asyncio.to_thread(
+                        DeadLetters,
+                        kafka.bootstrap_servers,
+                        kafka.dead_letter_topic,
+                        extra=kafka.extra,
+                    )
+                await asyncio.to_thread(self.restore)
+                return True
+            except BrokerUnavailable as exc:
+                log.warning("Kafka unavailable at start-up (%s): retrying in %.0f s", exc, delay)
+                await self._sleep_or_stop(delay)
+                delay = min(delay * 2, 30.0)
+        return False
 
     def ingest(self, records: list[RawRecord]) -> None:
         now = time.monotonic()
@@ -361,10 +383,9 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.request_stop)
         kafka = self.settings.kafka
-        self._deadletters = DeadLetters(
-            kafka.bootstrap_servers, kafka.dead_letter_topic, extra=kafka.extra
-        )
-        await asyncio.to_thread(self.restore)
+        if not await self._start_up():
+            self.store.close()
+            return EXIT_OK
         source = KafkaSource(
             SourceSettings(
                 bootstrap_servers=kafka.bootstrap_servers,
@@ -407,7 +428,8 @@ class Service:
             if health is not None:
                 await health.stop()
             await source.stop()
-            self._deadletters.close()
+            if self._deadletters is not None:
+                self._deadletters.close()
             self.store.close()
         log.info("stopped: %s", orjson.dumps(self.stats.as_dict()).decode())
         return exit_code

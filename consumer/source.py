@@ -26,14 +26,16 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumer.errors import ConfigError, RfmcubeCdcError
+from consumer.errors import BrokerUnavailable, ConfigError, RfmcubeCdcError
 from schemas.debezium import RawRecord
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,15 @@ MiB: Final = 1024 * 1024
 
 # Consumer settings the service relies on; `extra` may not change them.
 _FORCED_CONSUMER_KEYS: Final = ("bootstrap_servers", "group_id", "enable_auto_commit")
+
+
+@contextmanager
+def broker_errors(what: str) -> Iterator[None]:
+    """Turn kafka-python's errors into :class:`BrokerUnavailable` at the edge."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"{what}: {exc}") from exc
 
 
 class SourceError(RfmcubeCdcError):
