@@ -25,6 +25,7 @@ from typing import Any
 
 from consumer.coalesce import DirtyDoc
 from consumer.store import CustomerIdentity, DocRef, StateStore
+from consumer.storeview import StoreView
 from schemas.entities import Kind, MappedRow
 from schemas.rfmcube import customer_document, document_hash, order_document
 
@@ -71,8 +72,8 @@ class Plan:
         return sum(len(g.upserts) for g in self.groups)
 
 
-def _guest_customer(email: str, store: StateStore) -> dict[str, Any]:
-    orders = [stored.row.fields for stored in store.guest_orders(email)]
+def _guest_customer(email: str, view: StoreView) -> dict[str, Any]:
+    orders = [stored.row.fields for stored in view.guest_orders(email)]
     created = min((str(f.get("createdAt")) for f in orders if f.get("createdAt")), default=None)
     updated = max((str(f.get("updatedAt")) for f in orders if f.get("updatedAt")), default=None)
     return {"email": email, "createdAt": created, "updatedAt": updated}
@@ -87,10 +88,12 @@ class Planner:
         orphan_wait: float,
     ) -> None:
         self._store = store
+        self._view: StoreView  # the store as it stands for the plan being made
         self._mark_deleted = mark_deleted
         self._orphan_wait = orphan_wait
 
     def plan(self, docs: dict[DocRef, DirtyDoc], now: float) -> Plan:
+        self._view = StoreView(self._store, docs)
         plan = Plan()
         groups: dict[tuple[str, str], CustomerGroup] = {}
         for ref, dirty in docs.items():
@@ -102,8 +105,9 @@ class Planner:
         return plan
 
     def _changed(self, ref: DocRef, doc: dict[str, Any], plan: Plan) -> Upsert | None:
+        view = self._view
         digest = document_hash(doc)
-        if self._store.accepted_hash(ref) == digest:
+        if view.accepted_hash(ref) == digest:
             plan.unchanged.append(ref)
             return None
         return Upsert(ref, doc, digest)
@@ -115,11 +119,12 @@ class Planner:
         plan: Plan,
         groups: dict[tuple[str, str], CustomerGroup],
     ) -> None:
+        view = self._view
         # Only the first delete matters: later ones delete what was re-created
         # in between, which the single upsert below then writes again anyway.
         if dirty.deletes:
             plan.deletes.append((ref, dirty.deletes[0]))
-        row = self._store.live(Kind.CUSTOMER, ref[1])
+        row = view.live(Kind.CUSTOMER, ref[1])
         if row is None:
             if not dirty.deletes:
                 plan.unchanged.append(ref)
@@ -156,7 +161,8 @@ class Planner:
         plan: Plan,
         groups: dict[tuple[str, str], CustomerGroup],
     ) -> None:
-        stored = self._store.get(Kind.ORDER, ref[1])
+        view = self._view
+        stored = view.get(Kind.ORDER, ref[1])
         if stored is None:
             plan.unchanged.append(ref)  # items of an order never seen: nothing to send
             return
@@ -166,11 +172,11 @@ class Planner:
                 plan.unchanged.append(ref)
                 return
             order = self._mark_deleted(order)
-        doc = order_document(order, self._store.items_of(order.key))
+        doc = order_document(order, view.items_of(order.key))
 
         owner: MappedRow | None = None  # the registered customer the order goes under
         if order.parent is not None:
-            customer = self._store.get(Kind.CUSTOMER, order.parent)
+            customer = view.get(Kind.CUSTOMER, order.parent)
             if customer is not None and customer.deleted:
                 plan.unchanged.append(ref)  # gone with its customer
                 return
@@ -188,7 +194,7 @@ class Planner:
             if not order.email:
                 plan.rejected.append((ref, f"order {order.key}: neither customer id nor email"))
                 return
-            owner = self._store.customer_by_email(order.email)
+            owner = view.customer_by_email(order.email)
         customer_id: str | None
         if owner is not None:
             slot, customer_id, email = ("id", owner.key), owner.key, owner.email
@@ -205,7 +211,7 @@ class Planner:
                 group = self._group_for(owner, groups)
             else:
                 group = groups[slot] = CustomerGroup(
-                    _guest_customer(slot[1], self._store),
+                    _guest_customer(slot[1], self._view),
                     None,
                     customer_id=customer_id,
                     customer_email=email,

@@ -23,7 +23,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from collections.abc import Mapping as AnyMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -44,8 +44,9 @@ from consumer.planner import Planner
 from consumer.ratelimit import RateLimiter
 from consumer.sender import Outcome, Sender
 from consumer.source import KafkaSource, SourceSettings
-from consumer.store import DocRef, StateStore, StoreBatch, Touch
+from consumer.store import DocRef, StateStore, Touch
 from schemas.debezium import ChangeEvent, Position, RawRecord
+from schemas.entities import EntityChange
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,23 +111,32 @@ class Service:
 
     # -- record handling (shared by ingest and restore) ---------------------
 
-    def _touches(self, record: RawRecord, batch: StoreBatch) -> list[Touch]:
-        """Decode, map and apply one record; dead-letter it if it is bad."""
+    def _change_of(self, record: RawRecord) -> EntityChange | None:
+        """Decode and map one record; None (after dead-lettering a bad one) if it
+        changes no entity."""
         try:
             decoded = decode_record(record, self._hints.get(record.topic))
             if not isinstance(decoded, ChangeEvent):
                 self.stats.skipped[decoded.kind] += 1
                 if decoded.kind in ("truncate", "message"):
                     log.info("skipped %s record at %s", decoded.kind, decoded.position)
-                return []
+                return None
             change = self.mapping.map_event(decoded)
         except BadRecord as exc:
             self._dead_letter(record, exc.reason)
-            return []
+            return None
         if change is None:
             self.stats.skipped["unmapped"] += 1
-            return []
-        return batch.apply(change)
+        return change
+
+    def _apply(self, records: list[RawRecord]) -> Iterator[tuple[Position, list[Touch]]]:
+        """Apply a batch to the store in one transaction; yield what each record touched."""
+        changes = [self._change_of(record) for record in records]
+        with self.store.batch() as batch:
+            batch.prefetch((c.kind, c.key) for c in changes if c is not None)
+            for record, change in zip(records, changes, strict=True):
+                yield record.position, [] if change is None else batch.apply(change)
+            batch.set_offsets(_next_offsets(records))
 
     def _dead_letter(self, record: RawRecord, reason: str) -> None:
         log.warning("dead-lettered record %s: %s", record.position, reason)
@@ -158,10 +168,8 @@ class Service:
             for records in replay_mod.replay(
                 kafka.bootstrap_servers, start, end, extra=kafka.extra
             ):
-                with self.store.batch() as batch:
-                    for record in records:
-                        self._touches(record, batch)
-                    batch.set_offsets(_next_offsets(records))
+                for _ in self._apply(records):
+                    pass  # only the store is fed: nothing is sent
                 restored += len(records)
         finally:
             self._deadletters = deadletters
@@ -194,17 +202,13 @@ class Service:
     def ingest(self, records: list[RawRecord]) -> None:
         now = time.monotonic()
         finished: list[Position] = []
-        with self.store.batch() as batch:
-            for record in records:
-                position = record.position
-                self.tracker.track(position.topic, position.partition, position.offset)
-                touches = self._touches(record, batch)
-                if touches:
-                    self.window.add(position, touches, now)
-                    self.acks.expect(position, len(touches))
-                else:
-                    finished.append(position)
-            batch.set_offsets(_next_offsets(records))
+        for position, touches in self._apply(records):
+            self.tracker.track(position.topic, position.partition, position.offset)
+            if touches:
+                self.window.add(position, touches, now)
+                self.acks.expect(position, len(touches))
+            else:
+                finished.append(position)
         self.stats.records += len(records)
         for position in finished:
             self.tracker.done(position.topic, position.partition, position.offset)

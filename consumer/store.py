@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,6 +30,8 @@ from schemas.rfmcube import dumps
 
 DocRef = tuple[Kind, str]
 """A document Rfmcube holds: (Kind.CUSTOMER, key) or (Kind.ORDER, key)."""
+
+_CHUNK = 400  # keys per IN (...) query: well below SQLite's parameter limit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -96,7 +98,9 @@ class StateStore:
         """One transaction: the rows of a batch of changes and its offsets."""
         self._db.execute("BEGIN")
         try:
-            yield StoreBatch(self)
+            batch = StoreBatch(self)
+            yield batch
+            batch.flush()
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -150,6 +154,87 @@ class StateStore:
             StoredRow(MappedRow(Kind.ORDER, k, _loads(f), None, e), bool(d)) for k, e, f, d in cur
         ]
 
+    # -- bulk reads: a few queries per batch instead of a few per row ---------
+    #
+    # Every sqlite3 call releases the GIL; while kafka-python's I/O thread is
+    # busy decoding fetches, each re-acquisition waits for it. Thousands of
+    # single-row queries per batch cost more in waiting than in SQLite.
+
+    def _chunked(self, sql: str, head: tuple[Any, ...], keys: list[str]) -> list[Any]:
+        found: list[Any] = []
+        for start in range(0, len(keys), _CHUNK):
+            part = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            found.extend(self._db.execute(sql.format(marks=marks), (*head, *part)).fetchall())
+        return found
+
+    def get_many(self, keys: Iterable[tuple[Kind, str]]) -> dict[tuple[Kind, str], StoredRow]:
+        by_kind: dict[Kind, set[str]] = {}
+        for kind, key in keys:
+            by_kind.setdefault(kind, set()).add(key)
+        rows: dict[tuple[Kind, str], StoredRow] = {}
+        for kind, wanted in by_kind.items():
+            found = self._chunked(
+                "SELECT key, parent, email, fields, deleted FROM rows"
+                " WHERE kind = ? AND key IN ({marks})",
+                (kind.value,),
+                sorted(wanted),
+            )
+            for key, parent, email, blob, deleted in found:
+                rows[(kind, key)] = StoredRow(
+                    MappedRow(kind, key, _loads(blob), parent, email), bool(deleted)
+                )
+        return rows
+
+    def items_of_many(self, order_keys: Iterable[str]) -> dict[str, list[MappedRow]]:
+        items: dict[str, list[MappedRow]] = {key: [] for key in order_keys}
+        found = self._chunked(
+            "SELECT key, parent, email, fields FROM rows"
+            " WHERE kind = 'item' AND deleted = 0 AND parent IN ({marks})",
+            (),
+            sorted(items),
+        )
+        for key, parent, email, blob in found:
+            items[parent].append(MappedRow(Kind.ITEM, key, _loads(blob), parent, email))
+        return items
+
+    def customers_by_email_many(self, emails: Iterable[str]) -> dict[str, MappedRow]:
+        found = self._chunked(
+            "SELECT key, parent, email, fields FROM rows"
+            " WHERE kind = 'customer' AND deleted = 0 AND email IN ({marks}) ORDER BY key DESC",
+            (),
+            sorted(set(emails)),
+        )
+        # Descending, so the lowest key wins, as in customer_by_email.
+        return {e: MappedRow(Kind.CUSTOMER, k, _loads(f), p, e) for k, p, e, f in found}
+
+    def guest_orders_many(self, emails: Iterable[str]) -> dict[str, list[StoredRow]]:
+        orders: dict[str, list[StoredRow]] = {email: [] for email in emails}
+        found = self._chunked(
+            "SELECT key, email, fields, deleted FROM rows"
+            " WHERE kind = 'order' AND parent IS NULL AND email IN ({marks})",
+            (),
+            sorted(orders),
+        )
+        for key, email, blob, deleted in found:
+            row = MappedRow(Kind.ORDER, key, _loads(blob), None, email)
+            orders[email].append(StoredRow(row, bool(deleted)))
+        return orders
+
+    def accepted_hashes(self, docs: Iterable[DocRef]) -> dict[DocRef, str]:
+        by_kind: dict[Kind, list[str]] = {}
+        for kind, key in docs:
+            by_kind.setdefault(kind, []).append(key)
+        hashes: dict[DocRef, str] = {}
+        for kind, keys in by_kind.items():
+            found = self._chunked(
+                "SELECT key, hash FROM accepted WHERE kind = ? AND key IN ({marks})",
+                (kind.value,),
+                keys,
+            )
+            hashes.update({(kind, key): str(digest) for key, digest in found})
+        return hashes
+
     def accepted_hash(self, doc: DocRef) -> str | None:
         found = self._db.execute(
             "SELECT hash FROM accepted WHERE kind = ? AND key = ?", (doc[0].value, doc[1])
@@ -177,19 +262,53 @@ class StateStore:
 
 
 class StoreBatch:
-    """The write side, used inside :meth:`StateStore.batch`."""
+    """The write side, used inside :meth:`StateStore.batch`.
+
+    Rows read or written in the batch are kept in memory and written with one
+    ``executemany`` at its end; :meth:`prefetch` loads the rows a batch will
+    touch in a few queries.
+    """
 
     def __init__(self, store: StateStore) -> None:
         self._store = store
         self._db = store._db
+        self._rows: dict[tuple[Kind, str], StoredRow | None] = {}
+        self._written: dict[tuple[Kind, str], StoredRow | None] = {}  # None: removed
+        self._offsets: dict[tuple[str, int], int] = {}
+
+    def prefetch(self, keys: Iterable[tuple[Kind, str]]) -> None:
+        missing = {k for k in keys if k not in self._rows}
+        found = self._store.get_many(missing)
+        for key in missing:
+            self._rows[key] = found.get(key)
 
     def set_offsets(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
+        for partition, offset in next_offsets.items():
+            self._offsets[partition] = max(offset, self._offsets.get(partition, 0))
+
+    def flush(self) -> None:
+        upserts = [
+            (kind.value, key, s.row.parent, s.row.email, dumps(s.row.fields), int(s.deleted))
+            for (kind, key), s in self._written.items()
+            if s is not None
+        ]
+        removed = [(kind.value, key) for (kind, key), s in self._written.items() if s is None]
+        self._db.executemany(
+            "INSERT INTO rows (kind, key, parent, email, fields, deleted)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET"
+            " parent = excluded.parent, email = excluded.email,"
+            " fields = excluded.fields, deleted = excluded.deleted",
+            upserts,
+        )
+        self._db.executemany("DELETE FROM rows WHERE kind = ? AND key = ?", removed)
         self._db.executemany(
             "INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?)"
             " ON CONFLICT (topic, partition) DO UPDATE SET next_offset ="
             " max(next_offset, excluded.next_offset)",
-            [(t, p, o) for (t, p), o in next_offsets.items()],
+            [(t, p, o) for (t, p), o in self._offsets.items()],
         )
+        self._written.clear()
+        self._offsets.clear()
 
     def apply(self, change: EntityChange) -> list[Touch]:
         """Apply one change; return the documents whose content it may alter."""
@@ -197,17 +316,21 @@ class StoreBatch:
             return self._upsert(change.row)
         return self._delete(change)
 
+    def _get(self, kind: Kind, key: str) -> StoredRow | None:
+        slot = (kind, key)
+        if slot not in self._rows:
+            self._rows[slot] = self._store.get(kind, key)
+        return self._rows[slot]
+
     def _write(self, row: MappedRow, deleted: bool) -> None:
-        self._db.execute(
-            "INSERT INTO rows (kind, key, parent, email, fields, deleted)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET"
-            " parent = excluded.parent, email = excluded.email,"
-            " fields = excluded.fields, deleted = excluded.deleted",
-            (row.kind.value, row.key, row.parent, row.email, dumps(row.fields), int(deleted)),
-        )
+        slot = (row.kind, row.key)
+        self._rows[slot] = self._written[slot] = StoredRow(row, deleted)
+
+    def _remove(self, kind: Kind, key: str) -> None:
+        self._rows[(kind, key)] = self._written[(kind, key)] = None
 
     def _upsert(self, row: MappedRow) -> list[Touch]:
-        previous = self._store.get(row.kind, row.key)
+        previous = self._get(row.kind, row.key)
         # Unchanged TOASTed columns: the stored value stands.
         row = fill_unavailable(row, previous.row if previous is not None else None)
         self._write(row, deleted=False)
@@ -220,14 +343,14 @@ class StoreBatch:
         return [Touch((row.kind, row.key))]
 
     def _delete(self, change: EntityChange) -> list[Touch]:
-        previous = self._store.get(change.kind, change.key)
+        previous = self._get(change.kind, change.key)
         if previous is not None and previous.deleted:
             return []  # the tombstone after a delete, or a replayed delete
         if change.kind is Kind.ITEM:
             parent = previous.row.parent if previous is not None else None
             if parent is None and change.before is not None:
                 parent = change.before.parent
-            self._db.execute("DELETE FROM rows WHERE kind = 'item' AND key = ?", (change.key,))
+            self._remove(Kind.ITEM, change.key)
             return [Touch((Kind.ORDER, parent))] if parent is not None else []
         known = previous.row if previous is not None else change.before
         if known is None:
