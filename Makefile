@@ -39,8 +39,11 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(PY) -m emulator.demo
 
+# Benchmarks (see bench/README.md): about 10 minutes; they start the broker.
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench.decode
+	$(PY) -m bench.pipeline throughput
+	$(PY) -m bench.pipeline steady
 
 kafka-start:
 	scripts/kafka start
