@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from consumer.errors import ConfigError
@@ -26,7 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Until the service installs its own handlers, SIGTERM means "nothing was
+    # done yet, exit cleanly" rather than dying with -15.
+    signal.signal(signal.SIGTERM, _exit_quietly)
     args = build_parser().parse_args(argv)
     from consumer.config import load_settings
     from consumer.logs import configure

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMIT_INTERVAL_SECONDS = 1.0
+REVOKE_FLUSH_SECONDS = 3.0
 EXIT_OK = 0
 EXIT_FATAL = 3
 
@@ -108,6 +109,8 @@ class Service:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.fatal: ApiFatal | None = None
         self._ready = False
+        self._sender: Sender | None = None
+        self._flush_lock = asyncio.Lock()
 
     # -- record handling (shared by ingest and restore) ---------------------
 
@@ -258,6 +261,12 @@ class Service:
             await self.flush_once(sender)
 
     async def flush_once(self, sender: Sender) -> None:
+        # One flush at a time: two in flight could deliver versions of one
+        # document out of order.
+        async with self._flush_lock:
+            await self._flush(sender)
+
+    async def _flush(self, sender: Sender) -> None:
         docs = self.window.take()
         self._dirty.clear()
         if not docs:
@@ -341,6 +350,15 @@ class Service:
             return {}
 
     async def _revoke(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        # Flush pending work if a request slot is free, within a budget well
+        # below the session timeout (heartbeats wait meanwhile); what does not
+        # make it is dropped uncommitted and redelivered to the new owner. The
+        # flush is shielded: cut short, it goes on and settles later.
+        sender = self._sender
+        if sender is not None and len(self.window) and self.limiter.next_free_in() == 0:
+            flush = asyncio.ensure_future(self.flush_once(sender))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(flush), REVOKE_FLUSH_SECONDS)
         gone = set(partitions)
         offsets = {p: o for p, o in self.tracker.committable().items() if p in gone}
         self.tracker.revoke(partitions)
@@ -426,6 +444,7 @@ class Service:
                     acceptance=self.settings.api.acceptance,
                     trigger_integrations=self.settings.api.trigger_integrations,
                 )
+                self._sender = sender
                 exit_code = await self._supervise(source, sender)
         finally:
             self._ready = False
@@ -468,7 +487,9 @@ class Service:
         deadline = time.monotonic() + self.settings.service.shutdown_grace_seconds
         try:
             while len(self.window) and time.monotonic() + self.limiter.next_free_in() < deadline:
-                await asyncio.sleep(self.limiter.next_free_in())
+                # At least a short pause: orders waiting for their customer
+                # stay in the window, and must not turn this into a busy loop.
+                await asyncio.sleep(max(self.limiter.next_free_in(), 0.2))
                 await asyncio.wait_for(
                     asyncio.shield(self.flush_once(sender)), max(0.1, deadline - time.monotonic())
                 )

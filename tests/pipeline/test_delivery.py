@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -260,3 +262,59 @@ def test_a_poison_record_is_dead_lettered_and_the_rest_delivered(pipeline: Pipel
     pipeline.assert_equal(shop)
     (dead,) = read_topic(pipeline.bootstrap, pipeline.dead_letters)
     assert "value is not JSON" in dead and f"from {orders_topic}[" in dead
+
+
+def _metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    return {name: float(value) for name, value in (line.split(" ") for line in lines)}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_rebalance_flushes_pending_work_before_giving_partitions_up(
+    pipeline: Pipeline,
+) -> None:
+    shop = pipeline.shop(seed=29)
+    shop.workload(customers=20, guest_orders=4)
+    pipeline.write_shop(shop)
+    port = _free_port()
+    # A minute-long window: nothing would go out for a minute but for the rebalance.
+    first = pipeline.start(
+        pacing={"min_window_seconds": 60},
+        service={"health_port": port, "health_host": "127.0.0.1"},
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if _metrics(port).get("rfmcube_cdc_window_documents", 0) > 0:
+                break
+        except OSError:
+            pass  # not listening yet
+        assert time.monotonic() < deadline, first.log()
+        time.sleep(0.3)
+    assert pipeline.api.requests() == []
+
+    joined = time.time()
+    # The newcomer holds its work for a minute too: only the first one's
+    # flush on revocation can explain a request now.
+    second = pipeline.start(
+        pacing={"min_window_seconds": 60}, store={"path": str(pipeline.folder / "second.db")}
+    )
+    deadline = time.monotonic() + 30
+    while not [r for r in pipeline.api.requests() if r["status"] == 200]:
+        assert time.monotonic() < deadline, "the revoked partitions' work was not flushed"
+        time.sleep(0.3)
+    assert pipeline.api.requests()[0]["time"] - joined < 20
+    assert second.stop() == 0
+    assert first.stop() == 0
+    # What the first one did not send, the second one (or a restart) does.
+    third = pipeline.start()
+    pipeline.wait_caught_up(third)
+    assert third.stop() == 0
+    pipeline.assert_equal(shop)
