@@ -318,3 +318,20 @@ def test_a_rebalance_flushes_pending_work_before_giving_partitions_up(
     pipeline.wait_caught_up(third)
     assert third.stop() == 0
     pipeline.assert_equal(shop)
+
+
+def test_in_strict_mode_a_failed_import_is_sent_again_from_the_store(pipeline: Pipeline) -> None:
+    # Seed 28: the first import's process fails (and applies nothing).
+    pipeline.api.reset(process_fail_rate=0.5, seed=28)
+    shop = pipeline.shop(seed=31)
+    shop.workload(customers=20, guest_orders=4)
+    pipeline.write_shop(shop)
+    service = pipeline.start(api={"acceptance": "completed"})
+    pipeline.wait_caught_up(service)
+    assert service.stop() == 0
+    pipeline.assert_equal(shop)
+    log = pipeline.api.requests()
+    imports = [r for r in log if r["call"] == "import" and r["status"] == 200]
+    polls = {r["processId"] for r in log if r["call"] == "processes"}
+    assert len(imports) >= 2 and {r["processId"] for r in imports} <= polls
+    assert "failed" in service.log()
