@@ -20,6 +20,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from e2e.database import Postgres
+from emulator.shop import BRANDS, PROVINCES, STATUS_LABELS
 
 ZONES = [
     "UTC",
@@ -29,15 +30,6 @@ ZONES = [
     "Asia/Tokyo",
     "America/Sao_Paulo",
 ]
-STATUS_LABELS = {
-    "10": "Pending",
-    "20": "Paid",
-    "30": "Shipped",
-    "40": "Completed",
-    "90": "Cancelled",
-}
-BRANDS = ["nike", "adidas", "puma", "asics", "fila", "kappa"]
-PROVINCES = ["MI", "RM", "TO", "NA", "BO", "FI", "VE", None]
 
 
 def _text(value: str | None) -> str:
