@@ -206,9 +206,11 @@ class Sender:
 
     async def _settle_imports_with(self, ref: DocRef, outcome: Outcome) -> None:
         self._prune()
-        for pid in sorted(pid for pid, p in self._pending.items() if ref in p.refs):
+        carrying = {pid: p.refs for pid, p in self._pending.items() if ref in p.refs}
+        for pid, refs in sorted(carrying.items()):
             if not await self._wait_process(pid, outcome):
-                outcome.retry.extend(sorted(self._pending.get(pid, _PendingImport(set(), 0)).refs))
+                # Failed: what it carried goes out again, from the store.
+                outcome.retry.extend(sorted(refs - {ref}))
 
     async def _wait_process(self, process_id: int, outcome: Outcome) -> bool:
         """Poll until the process ends; True when it completed."""

@@ -295,6 +295,7 @@ class Service:
             self.store.set_accepted(outcome.accepted)
         if outcome.deleted:
             self.store.forget_accepted(outcome.deleted)
+            self.store.forget_accepted_orders_of([key for _, key in outcome.deleted])
         for ref, reason in rejected:
             self._dead_letter_doc(ref, docs.get(ref), reason, b"")
         for ref, reason, body in outcome.dead:

@@ -256,6 +256,16 @@ class StateStore:
                 [(kind.value, key) for kind, key in docs],
             )
 
+    def forget_accepted_orders_of(self, customer_keys: list[str]) -> None:
+        """Deleting a customer deletes its orders in Rfmcube: none of them may be
+        skipped as unchanged if the shop sends it again."""
+        with self._db:
+            self._db.executemany(
+                "DELETE FROM accepted WHERE kind = 'order' AND key IN"
+                " (SELECT key FROM rows WHERE kind = 'order' AND parent = ?)",
+                [(key,) for key in customer_keys],
+            )
+
     def counts(self) -> dict[str, int]:
         cur = self._db.execute("SELECT kind, COUNT(*) FROM rows WHERE deleted = 0 GROUP BY kind")
         return {kind: n for kind, n in cur}

@@ -241,3 +241,15 @@ def test_a_guest_order_goes_under_the_customer_of_its_email(registered: bool) ->
     assert group.customer_doc["email"] == "g@x.it"
     if not registered:
         assert group.customer_doc["createdAt"] == "2026-03-01T10:00:00Z"
+
+
+def test_after_a_customer_delete_its_orders_are_never_skipped_as_unchanged() -> None:
+    h = Harness()
+    h.change("customer", Op.CREATE, customer(1, "a@x.it"))
+    h.change("order", Op.CREATE, order(10, 1))
+    h.accept(h.plan())
+    # Rfmcube deleted the customer with its orders: the same order must go again.
+    h.store.forget_accepted([(Kind.CUSTOMER, "1")])
+    h.store.forget_accepted_orders_of(["1"])
+    h.change("order", Op.UPDATE, order(10, 1))
+    assert "order:10" in sent_docs(h.plan())
