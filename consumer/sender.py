@@ -212,6 +212,30 @@ class Sender:
                 # Failed: what it carried goes out again, from the store.
                 outcome.retry.extend(sorted(refs - {ref}))
 
+    async def check_a_pending_import(self, older_than: float) -> Outcome | None:
+        """Poll the oldest import accepted more than ``older_than`` seconds ago
+        (once); None when there is none. A failed one's documents come back in
+        ``retry``: they are sent again from the store."""
+        self._prune()
+        due = self._clock() - older_than
+        candidates = [pid for pid, p in self._pending.items() if p.accepted_at <= due]
+        if not candidates:
+            return None
+        pid = min(candidates)
+        outcome = Outcome()
+        info = await self._client.process(pid)
+        outcome.requests["processes"] += 1
+        self.process_polls += 1
+        status = info.get("status")
+        if status == "completed":
+            self._pending.pop(pid, None)
+        elif status == "failed":
+            log.warning("import process %s failed: its documents will be sent again", pid)
+            outcome.retry.extend(sorted(self._pending.pop(pid).refs))
+        else:
+            self._pending[pid].accepted_at = self._clock()  # still running: look later
+        return outcome
+
     async def _wait_process(self, process_id: int, outcome: Outcome) -> bool:
         """Poll until the process ends; True when it completed."""
         while True:

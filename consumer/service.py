@@ -53,6 +53,8 @@ T = TypeVar("T")
 
 COMMIT_INTERVAL_SECONDS = 1.0
 REVOKE_FLUSH_SECONDS = 3.0
+# Idle this long, a spare request slot checks one accepted import's process.
+PROCESS_CHECK_SECONDS = 5.0
 EXIT_OK = 0
 EXIT_FATAL = 3
 
@@ -248,7 +250,7 @@ class Service:
     async def _flush_loop(self, sender: Sender) -> None:
         min_window = self.settings.pacing.min_window_seconds
         while not self._stopping.is_set():
-            await self._first_of(self._dirty.wait())
+            await self._idle_until_dirty(sender)
             if self._stopping.is_set():
                 return
             opened = self.window.opened_at
@@ -259,6 +261,23 @@ class Service:
             if self._stopping.is_set():
                 return
             await self.flush_once(sender)
+
+    async def _idle_until_dirty(self, sender: Sender) -> None:
+        """Wait for changes. Meanwhile, in ``process_id`` acceptance, spend spare
+        request slots on checking that accepted imports completed: a failed
+        one is sent again from the store."""
+        while not self._stopping.is_set() and not self._dirty.is_set():
+            try:
+                await self._first_of(asyncio.wait_for(self._dirty.wait(), PROCESS_CHECK_SECONDS))
+            except TimeoutError:
+                if self.settings.api.acceptance != "process_id":
+                    continue
+                if self.limiter.free_slots() <= self.limiter.limit // 2:
+                    continue  # keep the budget for changes
+                async with self._flush_lock:
+                    outcome = await sender.check_a_pending_import(PROCESS_CHECK_SECONDS)
+                if outcome is not None:
+                    self._settle({}, [], [], [], outcome)
 
     async def flush_once(self, sender: Sender) -> None:
         # One flush at a time: two in flight could deliver versions of one

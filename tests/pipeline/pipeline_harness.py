@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,13 @@ class Pipeline:
     def wait_caught_up(self, service: ServiceProcess, timeout: float = 90.0) -> None:
         if not wait_caught_up(self.bootstrap, self.group, self.topics, service, timeout):
             raise AssertionError(f"the service did not catch up; its log:\n{service.log()[-4000:]}")
+
+    def wait_equal(self, shop: Shop, timeout: float) -> None:
+        """Until Rfmcube equals the shop (for work done after the commit)."""
+        deadline = time.monotonic() + timeout
+        while self.api.state() != expected_state(shop) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self.assert_equal(shop)
 
     def assert_equal(self, shop: Shop) -> None:
         state = self.api.state()

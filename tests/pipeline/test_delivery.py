@@ -335,3 +335,19 @@ def test_in_strict_mode_a_failed_import_is_sent_again_from_the_store(pipeline: P
     polls = {r["processId"] for r in log if r["call"] == "processes"}
     assert len(imports) >= 2 and {r["processId"] for r in imports} <= polls
     assert "failed" in service.log()
+
+
+def test_an_import_that_fails_after_acceptance_is_found_and_sent_again(
+    pipeline: Pipeline,
+) -> None:
+    # Default acceptance (the processId): offsets are committed at once, and
+    # the service checks the process later with a spare request slot.
+    pipeline.api.reset(process_fail_rate=0.5, seed=28)  # the first process fails
+    shop = pipeline.shop(seed=37)
+    shop.workload(customers=20, guest_orders=4)
+    pipeline.write_shop(shop)
+    service = pipeline.start()
+    pipeline.wait_caught_up(service)
+    pipeline.wait_equal(shop, timeout=60)
+    assert service.stop() == 0
+    assert "failed: its documents will be sent again" in service.log()
