@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from emulator.shop import Shop
+from emulator.shop import Shop, document_of
 from emulator.testing import EmulatorProcess
 from emulator.workbench import (
     ServiceProcess,
@@ -113,19 +113,6 @@ def throughput(records: int, repeat: int) -> None:
     print(f"median: {statistics.median(rates):,.0f} records/s")
 
 
-def _touched(record_value: bytes | None, topic: str) -> tuple[str, str] | None:
-    """The Rfmcube document a record changes, as the emulator's log names it."""
-    if record_value is None:
-        return None
-    payload = orjson.loads(record_value)["payload"]
-    row = payload["after"] or payload["before"]
-    if topic.endswith(".customers"):
-        return ("customers", str(row["id"]))
-    if topic.endswith(".orders"):
-        return ("orders", str(row["id"]))
-    return ("orders", str(row["order_id"]))
-
-
 def steady(rate: int, seconds: int) -> None:
     with rig(requests_per_minute=60, live=True) as r:
         service = r.service(requests_per_minute=60)
@@ -157,7 +144,7 @@ def steady(rate: int, seconds: int) -> None:
             batch = shop.records[sent:]
             produce(r.bootstrap, [(x.topic, x.key, x.value) for x in batch])
             for x in batch:
-                touched = _touched(x.value, x.topic)
+                touched = document_of(x.topic, x.value)
                 if touched is not None and x.value is not None:
                     events.append((orjson.loads(x.value)["payload"]["ts_ms"] / 1000, touched))
             sent = len(shop.records)

@@ -25,7 +25,7 @@ class _Section(BaseModel):
 
 
 class KafkaConfig(_Section):
-    bootstrap_servers: str = "127.0.0.1:39092"
+    bootstrap_servers: str = "127.0.0.1:29092"
     group_id: str = "rfmcube-cdc"
     client_id: str = "rfmcube-cdc"
     dead_letter_topic: str = "rfmcube-cdc.dead-letters"

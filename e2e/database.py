@@ -31,14 +31,14 @@ def start_postgres() -> int:
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip() or "scripts/postgres start failed")
-    return int(os.environ.get("PG_PORT", "55432"))
+    return int(os.environ.get("PG_PORT", "25432"))
 
 
 @dataclass(frozen=True)
 class Postgres:
     """One database of the local server, reached as ``user`` over loopback TCP."""
 
-    port: int = 55432
+    port: int = 25432
     dbname: str = "postgres"
     user: str = "postgres"
     password: str = "postgres"

@@ -125,11 +125,11 @@ class ConnectWorker:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Debezium's connector on scripts/connect")
-    parser.add_argument("--url", default="http://127.0.0.1:38083")
+    parser.add_argument("--url", default="http://127.0.0.1:28083")
     sub = parser.add_subparsers(dest="command", required=True)
     register = sub.add_parser("register", help="create the shop's connector and wait for it")
     register.add_argument("--dbname", default="shop")
-    register.add_argument("--port", type=int, default=55432)
+    register.add_argument("--port", type=int, default=25432)
     register.add_argument("--prefix", default="shop")
     register.add_argument("--slot", default="rfmcube_shop")
     register.add_argument("--decimals", choices=["precise", "string"], default="precise")

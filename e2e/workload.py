@@ -294,7 +294,7 @@ class Workload:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--dbname", default="shop")
-    parser.add_argument("--port", type=int, default=55432)
+    parser.add_argument("--port", type=int, default=25432)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--scale", type=int, default=1)
     args = parser.parse_args(argv)

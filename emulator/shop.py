@@ -536,3 +536,38 @@ def expected_state(shop: Shop) -> dict[str, Any]:
         owner["orders"].sort(key=lambda o: int(o["id"]))
     ordered = sorted(customers.values(), key=lambda c: (c.get("id") or "", c["email"]))
     return {"customers": ordered}
+
+
+def document_of(topic: str, value: bytes | None) -> tuple[str, str] | None:
+    """The Rfmcube document a shop record changes, as the emulator's request
+    log names it (``("orders", "12")``); None for a tombstone."""
+    if value is None:
+        return None
+    payload = orjson.loads(value)
+    payload = payload.get("payload", payload)
+    row = payload["after"] or payload["before"]
+    if topic.endswith(".customers"):
+        return ("customers", str(row["id"]))
+    if topic.endswith(".orders"):
+        return ("orders", str(row["id"]))
+    return ("orders", str(row["order_id"]))
+
+
+def state_difference(got: dict[str, Any], want: dict[str, Any]) -> str:
+    """The first difference between two ``/_emulator/state`` answers, for a person."""
+    got_by = {c["email"]: c for c in got.get("customers", [])}
+    want_by = {c["email"]: c for c in want["customers"]}
+    missing = sorted(set(want_by) - set(got_by))
+    extra = sorted(set(got_by) - set(want_by))
+    if missing or extra:
+        return f"customers missing in Rfmcube: {missing[:5]}, not in the shop: {extra[:5]}"
+    for email, customer in want_by.items():
+        if got_by[email] != customer:
+            fields = sorted(
+                k
+                for k in set(customer) | set(got_by[email])
+                if customer.get(k) != got_by[email].get(k)
+            )
+            shown = {k: (got_by[email].get(k), customer.get(k)) for k in fields if k != "notes"}
+            return f"customer {email}: fields {fields} differ (Rfmcube, shop): {shown!r}"[:3000]
+    return "customers in a different order"

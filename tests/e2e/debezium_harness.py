@@ -27,6 +27,7 @@ from e2e.database import (
 )
 from e2e.debezium import ConnectWorker, connector_config
 from e2e.workload import Workload
+from emulator.shop import state_difference
 from emulator.testing import EmulatorProcess
 from emulator.workbench import (
     ServiceProcess,
@@ -204,7 +205,7 @@ class DebeziumRun:
                     return
             time.sleep(1.0)
         raise AssertionError(
-            f"Rfmcube differs from the shop after {timeout} s: {first_difference(got, want)}"
+            f"Rfmcube differs from the shop after {timeout} s: {state_difference(got, want)}"
             f"\nthe service's log:\n{service.log()[-3000:]}"
         )
 
@@ -224,22 +225,3 @@ class DebeziumRun:
                 admin.delete_topics([*self.topics, self.dead_letters])
         finally:
             admin.close()
-
-
-def first_difference(got: dict[str, Any], want: dict[str, Any]) -> str:
-    got_by = {c["email"]: c for c in got.get("customers", [])}
-    want_by = {c["email"]: c for c in want["customers"]}
-    missing = sorted(set(want_by) - set(got_by))
-    extra = sorted(set(got_by) - set(want_by))
-    if missing or extra:
-        return f"customers missing in Rfmcube: {missing[:5]}, not in the shop: {extra[:5]}"
-    for email, customer in want_by.items():
-        if got_by[email] != customer:
-            fields = sorted(
-                k
-                for k in set(customer) | set(got_by[email])
-                if customer.get(k) != got_by[email].get(k)
-            )
-            shown = {k: (got_by[email].get(k), customer.get(k)) for k in fields if k != "notes"}
-            return f"customer {email}: fields {fields} differ (Rfmcube, shop): {shown!r}"[:3000]
-    return "customers in a different order"

@@ -10,7 +10,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from emulator.shop import Record, Shop, expected_state, topics_for
+from emulator.shop import Record, Shop, expected_state, state_difference, topics_for
 from emulator.testing import EmulatorProcess
 from emulator.workbench import (
     ServiceProcess,
@@ -105,17 +105,4 @@ class Pipeline:
     def assert_equal(self, shop: Shop) -> None:
         state = self.api.state()
         want = expected_state(shop)
-        assert state == want, _first_difference(state, want)
-
-
-def _first_difference(got: dict[str, Any], want: dict[str, Any]) -> str:
-    got_by = {c["email"]: c for c in got["customers"]}
-    want_by = {c["email"]: c for c in want["customers"]}
-    missing = sorted(set(want_by) - set(got_by))
-    extra = sorted(set(got_by) - set(want_by))
-    if missing or extra:
-        return f"customers missing in Rfmcube: {missing[:5]}, not in the shop: {extra[:5]}"
-    for email, customer in want_by.items():
-        if got_by[email] != customer:
-            return f"customer {email}: Rfmcube has {got_by[email]!r}, the shop says {customer!r}"
-    return "customers in a different order"
+        assert state == want, state_difference(state, want)

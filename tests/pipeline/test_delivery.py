@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from pipeline_harness import Pipeline
 
-from emulator.shop import Shop
+from emulator.shop import Shop, document_of
 from emulator.workbench import committed_offsets, partitions_of, read_topic
 
 
@@ -82,18 +82,16 @@ UNSENT_COLUMNS = {"password_hash", "notes"}
 
 def _document_of(topic: str, value: bytes | None) -> tuple[str, str] | None:
     """The document a record changes; None for tombstones and unsent-column edits."""
-    if value is None:
-        return None
-    payload = orjson.loads(value)["payload"]
-    before, after = payload["before"], payload["after"]
-    if before and after and all(before[c] == after[c] for c in after if c not in UNSENT_COLUMNS):
-        return None  # nothing that is sent changed: no request is due
-    row = after or before
-    if topic.endswith(".customers"):
-        return ("customers", str(row["id"]))
-    if topic.endswith(".orders"):
-        return ("orders", str(row["id"]))
-    return ("orders", str(row["order_id"]))
+    if value is not None:
+        payload = orjson.loads(value)["payload"]
+        before, after = payload["before"], payload["after"]
+        if (
+            before
+            and after
+            and all(before[c] == after[c] for c in after if c not in UNSENT_COLUMNS)
+        ):
+            return None  # nothing that is sent changed: no request is due
+    return document_of(topic, value)
 
 
 @contextmanager
