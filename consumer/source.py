@@ -178,6 +178,8 @@ class KafkaSource:
         self._ready: deque[list[RawRecord]] = deque()
         self._pending_bytes = 0
         self._assigned: frozenset[PartitionId] = frozenset()
+        # Revoked partitions whose polled records were dropped: the offset to resume at.
+        self._resume_at: dict[PartitionId, int] = {}
 
     # -- event-loop side -------------------------------------------------
 
@@ -231,6 +233,11 @@ class KafkaSource:
             return {tp: consumer.committed(TopicPartition(*tp)) for tp in wanted}
 
         return await self._call(run)
+
+    def waiting_records(self) -> int:
+        """Records polled and not yet taken by :meth:`get`."""
+        with self._lock:
+            return sum(len(batch) for batch in self._ready)
 
     def assignment(self) -> set[PartitionId]:
         """The partitions this member currently owns."""
@@ -389,11 +396,20 @@ class KafkaSource:
         self._notify(self._wake.set)
 
     def _drop_unsent(self, partitions: set[PartitionId]) -> None:
-        """Forget records of partitions we no longer own that asyncio has not taken yet."""
+        """Forget records of revoked partitions that asyncio has not taken yet, and
+        remember where each such partition must resume if it comes back: kafka-python
+        keeps the fetch position of a partition assigned again, which would skip them."""
         with self._lock:
             kept: deque[list[RawRecord]] = deque()
             for batch in self._ready:
-                keep = [r for r in batch if (r.topic, r.partition) not in partitions]
+                keep = []
+                for record in batch:
+                    tp = (record.topic, record.partition)
+                    if tp in partitions:
+                        if record.offset < self._resume_at.get(tp, record.offset + 1):
+                            self._resume_at[tp] = record.offset
+                    else:
+                        keep.append(record)
                 self._pending_bytes -= batch_bytes(batch) - batch_bytes(keep)
                 if keep:
                     kept.append(keep)
@@ -428,6 +444,12 @@ class KafkaSource:
         with self._lock:
             self._assigned = frozenset(partitions)
             over_limit = self._pending_bytes > self._settings.max_pending_bytes
+            resume, self._resume_at = self._resume_at, {}
+        for tp, offset in resume.items():
+            if tp in partitions:
+                # Only a partition kept across the rebalance has a position to correct;
+                # a new one starts from the committed offset anyway.
+                consumer.seek(TopicPartition(*tp), offset)
         if over_limit and partitions:
             consumer.pause(*(TopicPartition(*tp) for tp in partitions))
         if self._on_assign is not None:

@@ -87,6 +87,14 @@ async def api_gate(request: web.Request, handler: Handler) -> web.StreamResponse
     if request.path != "/v1" and not request.path.startswith("/v1/"):
         return await handler(request)
     emulator = request.app[EMULATOR]
+    if emulator.config.outage:
+        # As a server that is down: the connection ends without an answer.
+        emulator.requests.append(
+            {"time": time.time(), "call": classify_call(request.path), "status": 0}
+        )
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=503)  # never written: the connection is gone
     entry: dict[str, Any] = {
         "time": time.time(),
         "call": classify_call(request.path),
@@ -247,6 +255,23 @@ async def emulator_reset(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+async def emulator_settings(request: web.Request) -> web.Response:
+    """Changes settings (an outage, a fail rate...) keeping the account and the log."""
+    body = await request.read()
+    try:
+        changes = jsonio.loads_exact(body) if body.strip() else {}
+    except jsonio.MalformedJson as exc:
+        return _error(400, f"the body is not valid JSON: {exc}")
+    if not isinstance(changes, dict):
+        return _error(400, "the body must be a JSON object of settings")
+    try:
+        request.app[EMULATOR].change(changes)
+    except ConfigChangeError as exc:
+        return _error(400, str(exc))
+    log.info("emulator settings changed: %s", ", ".join(sorted(changes)) or "nothing")
+    return json_response({"status": "ok"})
+
+
 async def emulator_health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -264,6 +289,7 @@ def create_app(config: EmulatorConfig) -> web.Application:
     app.router.add_get("/_emulator/state", emulator_state)
     app.router.add_get("/_emulator/requests", emulator_requests)
     app.router.add_post("/_emulator/reset", emulator_reset)
+    app.router.add_post("/_emulator/settings", emulator_settings)
     app.router.add_get("/_emulator/health", emulator_health)
 
     async def stop_processes(app: web.Application) -> None:

@@ -19,6 +19,7 @@ RESETTABLE = (
     "process_delay_ms",
     "process_fail_rate",
     "seed",
+    "outage",
 )
 
 
@@ -40,6 +41,8 @@ class EmulatorConfig:
     process_delay_ms: int = 200
     process_fail_rate: float = 0.0
     seed: int | None = None
+    # An outage: every /v1 connection is dropped without an answer (the state is kept).
+    outage: bool = False
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -73,7 +76,7 @@ class EmulatorConfig:
 
 def _coerce(name: str, value: Any) -> Any:
     """Checks a JSON value against the setting's type (JSON numbers may be exact decimals)."""
-    if name == "wrong_platform":
+    if name in ("wrong_platform", "outage"):
         if not isinstance(value, bool):
             raise ConfigChangeError(f"{name} must be a boolean")
         return value

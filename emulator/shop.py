@@ -335,9 +335,15 @@ class Shop:
             updated_at=self._tick(),
         )
 
-    def place_order(self, customer_id: int | None, *, items: int = 2) -> int:
+    def place_order(
+        self, customer_id: int | None, *, items: int = 2, guest_email: str | None = None
+    ) -> int:
+        """An order of a registered customer, or a guest checkout (``customer_id`` None)
+        under ``guest_email`` (default: an email of its own)."""
         now = self._tick()
-        guest = None if customer_id is not None else f"guest{self._next_id['orders']}@example.net"
+        guest = None
+        if customer_id is None:
+            guest = guest_email or f"guest{self._next_id['orders']}@example.net"
         order = self._insert(
             "orders",
             {
@@ -387,6 +393,11 @@ class Shop:
     def edit_item(self, item_id: int) -> None:
         self._update("order_items", item_id, quantity=self.items[item_id]["quantity"] + 1)
         self._recompute_amount(self.items[item_id]["order_id"])
+
+    def move_item(self, item_id: int, order_id: int) -> None:
+        """The item now belongs to another order; neither order's row changes (a shop
+        that keeps its totals elsewhere), so only the item's record says so."""
+        self._update("order_items", item_id, order_id=order_id)
 
     def remove_item(self, item_id: int) -> None:
         order_id = self.items[item_id]["order_id"]

@@ -59,5 +59,15 @@ class Emulator:
         self.fault_rng = random.Random(config.seed)
         self.process_rng = random.Random(config.seed)
 
+    def change(self, changes: Mapping[str, Any]) -> None:
+        """Applies ``changes`` to the current settings, keeping the account, processes,
+        log and rate window (raises ConfigChangeError on a bad change, changing nothing)."""
+        config = self.config.with_changes(changes)
+        if config.requests_per_minute != self.config.requests_per_minute or (
+            config.window_seconds != self.config.window_seconds
+        ):
+            self.window = SlidingWindow(config.requests_per_minute, config.window_seconds)
+        self.config = config
+
     def _apply_import(self, request: ImportRequest) -> None:
         self.store.apply_import(request.customers)

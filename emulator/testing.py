@@ -153,6 +153,10 @@ class EmulatorProcess:
         ``changes`` (fail_rate, latency_ms, wrong_platform, requests_per_minute, ...)."""
         self._call("POST", "/_emulator/reset", changes)
 
+    def change(self, **changes: Any) -> None:
+        """Changes settings (``outage=True``, ``fail_rate``...) keeping state and log."""
+        self._call("POST", "/_emulator/settings", changes)
+
     def log_text(self) -> str:
         """What the subprocess printed so far (for a failing test's message)."""
         if self._output is None:
