@@ -136,6 +136,9 @@ class Shop:
     prefix: str = PREFIX
     # Live: timestamps and ts_ms are the wall clock (benchmarks measure delays).
     live: bool = False
+    # PostgreSQL's REPLICA IDENTITY FULL: before images hold the whole row. With
+    # DEFAULT (False), an update has no before image and a delete's holds only the key.
+    replica_identity_full: bool = True
     clock: datetime = field(default_factory=lambda: datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
     customers: dict[int, dict[str, Any]] = field(default_factory=dict)
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -177,6 +180,8 @@ class Shop:
         self, table: str, op: str, before: dict[str, Any] | None, after: dict[str, Any] | None
     ) -> None:
         row_id = (after or before or {})["id"]
+        if not self.replica_identity_full and before is not None:
+            before = None if op == "u" else {"id": row_id}
         self._lsn += self.rng.randint(100, 5000)
         millis = int((time.time() if self.live else self.clock.timestamp()) * 1000)
         key_payload = {"id": row_id}
@@ -290,7 +295,8 @@ class Shop:
                 payload = orjson.loads(record.value)
                 payload = payload.get("payload", payload)
                 row = payload["after"] or payload["before"]
-                rows[row["id"]] = row
+                if payload["after"] is not None or row["id"] not in rows:
+                    rows[row["id"]] = row  # a key-only before image adds nothing
         return list(rows.values())
 
     # -- shop operations ------------------------------------------------------
