@@ -222,6 +222,17 @@ def test_a_misspelt_variable_or_secret_file_is_refused(
     assert "in-the-wrong-place" not in str(problems)
 
 
+def test_the_secrets_directory_can_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "RFMCUBE_CDC__PACING__REQUESTS_PER_MINUTE").write_text("0", encoding="utf-8")
+    monkeypatch.setenv("RFMCUBE_CDC_SECRETS_DIR", str(secrets))
+    assert main(["check-config"]) == 2
+    assert "pacing.requests_per_minute: Input should be greater than 0" in capsys.readouterr().err
+
+
 def test_a_missing_secrets_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a directory"):
         load_settings(None, secrets_dir=tmp_path / "absent")
