@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint typecheck pytest demo bench kafka-start kafka-stop clean
 
-$(STAMP): pyproject.toml
+# Two distributions, both editable: the service, and the emulator with its
+# workbench (test support, kept out of the service's wheel and image).
+$(STAMP): pyproject.toml emulator/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e './emulator[workbench]'
 	touch $(STAMP)
 
 install: $(STAMP)

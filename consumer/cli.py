@@ -4,27 +4,64 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+from importlib import metadata
 
 from consumer.errors import ConfigError
+
+SECRETS_DIR_ENV = "RFMCUBE_CDC_SECRETS_DIR"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("rfmcube-cdc")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+def _add_sources(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--config", help="the service's YAML configuration (defaults for every key)"
+    )
+    command.add_argument(
+        "--secrets-dir",
+        default=os.environ.get(SECRETS_DIR_ENV) or None,
+        help="a directory of secret files, one per key, named like its environment variable "
+        f"(RFMCUBE_CDC__KAFKA__EXTRA__SASL_PLAIN_PASSWORD); default ${SECRETS_DIR_ENV}",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rfmcube-cdc",
         description="Keep Rfmcube in step with a shop database from Debezium events in Kafka.",
+        epilog="Any key can be set from the environment: RFMCUBE_CDC__<SECTION>__<KEY> "
+        "(e.g. RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVERS). Precedence: environment, secret files, "
+        "the YAML file, defaults. The API key: $RFMCUBE_API_KEY or api.key_file.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",
         help="run the streaming service until SIGTERM",
         description="Run the service. The API key comes from $RFMCUBE_API_KEY or api.key_file.",
     )
-    run.add_argument("--config", help="the service's YAML configuration (defaults for every key)")
-    check = sub.add_parser("check-config", help="validate the configuration and mapping, then exit")
-    check.add_argument("--config", help="the service's YAML configuration")
+    _add_sources(run)
+    check = sub.add_parser(
+        "check-config", help="validate the configuration and mapping, report every problem, exit"
+    )
+    _add_sources(check)
     return parser
+
+
+def _refuse(error: ConfigError) -> int:
+    where = f" ({error.source})" if error.source else ""
+    print(f"rfmcube-cdc: configuration refused{where}:", file=sys.stderr)
+    for path, problem in error.problems:
+        print(f"  {path}: {problem}", file=sys.stderr)
+    return 2
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
@@ -41,15 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     from consumer.mapping import Mapping
 
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, secrets_dir=args.secrets_dir)
         mapping = Mapping.load(settings.mapping)
     except ConfigError as exc:
-        print(f"rfmcube-cdc: configuration refused: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(exc)
     if args.command == "check-config":
         print(f"configuration ok: topics {', '.join(mapping.topics())}")
         return 0
-    configure(settings.service.log_format)
+    configure(settings.service.log_format, settings.service.log_level)
     from consumer.service import Service
 
     return asyncio.run(Service(settings, mapping).run())

@@ -1,23 +1,61 @@
-"""The service's configuration: one YAML file, validated once at start-up.
+"""The service's configuration, validated once at start-up.
 
-Every key has a default except the API key, which comes from the environment
-(``RFMCUBE_API_KEY``) or a mounted secret file (``api.key_file``), never from
-the YAML itself, so the file can live in a ConfigMap. A wrong key is refused
-with its path (``pacing.min_window_seconds: Input should be greater than 0``).
+Every key has a default except the API key, and each key can come from four
+places; the first that sets it wins:
+
+1. the environment: ``RFMCUBE_CDC__<SECTION>__<KEY>``, a double underscore
+   per level (``RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVERS``,
+   ``RFMCUBE_CDC__KAFKA__EXTRA__SASL_PLAIN_PASSWORD``);
+2. the secrets directory (``--secrets-dir``): one file per key, named like
+   the variable and holding the value, as a mounted Kubernetes Secret is;
+3. the YAML file (``--config``);
+4. the defaults below.
+
+The API key is apart: ``$RFMCUBE_API_KEY``, else the file ``api.key_file`` (a
+mounted secret), and never the YAML, so the file can live in a ConfigMap.
+Every problem is reported at once, each with the path of its key
+(``pacing.min_window_seconds: Input should be greater than or equal to 0``),
+and no message, repr or log line holds a secret.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
+from consumer import kafka_options
 from consumer.errors import ConfigError
+from consumer.kafka_options import KafkaOptions
 
 API_KEY_ENV = "RFMCUBE_API_KEY"
+ENV_PREFIX = "RFMCUBE_CDC__"
+NESTING = "__"
+_API_KEY_HINT = f"the API key is never part of the configuration: set {API_KEY_ENV} or api.key_file"
 
 
 class _Section(BaseModel):
@@ -30,17 +68,78 @@ class KafkaConfig(_Section):
     client_id: str = "rfmcube-cdc"
     dead_letter_topic: str = "rfmcube-cdc.dead-letters"
     max_pending_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    # Passed to kafka-python as is (security_protocol, sasl_*, ssl_*...).
-    extra: dict[str, Any] = Field(default_factory=dict)
+    # Passed to kafka-python (security_protocol, sasl_*, ssl_*...), checked
+    # against its own option list; credentials print as stars.
+    extra: KafkaOptions = Field(default_factory=dict, repr=False)
+
+    @field_validator("extra")
+    @classmethod
+    def _options_work_together(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        problems = kafka_options.combination_problems(extra)
+        if problems:
+            # One error per option is unpacked by _problems().
+            raise PydanticCustomError(
+                "kafka_options",
+                "{count} options do not work together",
+                {"count": len(problems), "problems": problems},
+            )
+        return extra
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        yield from super().__repr_args__()
+        yield "extra", kafka_options.masked(self.extra)
 
 
 class ApiConfig(_Section):
+    # Before base_url, which reads it: http:// sends the key in clear.
+    allow_insecure_http: bool = False
     base_url: str = "https://api.rfmcube.com/v1"
     key_file: Path | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_request_bytes: int = Field(default=200_000_000, gt=1000)
     acceptance: Literal["process_id", "completed"] = "process_id"
     trigger_integrations: bool = False
+    _key: SecretStr = PrivateAttr(default=SecretStr(""))
+
+    @property
+    def key(self) -> SecretStr:
+        return self._key
+
+    @field_validator("base_url")
+    @classmethod
+    def _url_keeps_the_key_private(cls, url: str, info: ValidationInfo) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise PydanticCustomError(
+                "url",
+                "must be an https:// URL such as {example}",
+                {"example": "https://api.rfmcube.com/v1"},
+            )
+        if parts.scheme == "http" and not info.data.get("allow_insecure_http"):
+            raise PydanticCustomError(
+                "insecure_url",
+                "http:// would send the API key in clear: use https://, or set "
+                "api.allow_insecure_http: true for a local emulator",
+            )
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _find_the_key(self) -> ApiConfig:
+        key = os.environ.get(API_KEY_ENV, "")
+        if not key and self.key_file is not None:
+            try:
+                key = self.key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise PydanticCustomError(
+                    "api_key", "cannot read the key file: {reason}", {"reason": exc.strerror}
+                ) from None
+        if not key:
+            raise PydanticCustomError(
+                "api_key",
+                f"no API key: set the environment variable {API_KEY_ENV} or api.key_file",
+            )
+        self._key = SecretStr(key)
+        return self
 
 
 class PacingConfig(_Section):
@@ -56,71 +155,135 @@ class StoreConfig(_Section):
     orphan_order_wait_seconds: float = Field(default=30.0, ge=0)
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 class ServiceConfig(_Section):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # /healthz, /readyz, /metrics; null turns the server off.
     health_host: str = "0.0.0.0"
     health_port: int | None = Field(default=8080, ge=0, le=65535)
     log_format: Literal["json", "text"] = "json"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
+        "INFO"
+    )
 
 
-class Settings(_Section):
-    """The whole configuration; ``api_key`` is filled from the environment."""
+class Settings(BaseSettings):
+    """The whole configuration; the API key is ``api_key`` (``api.key``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTING,
+        extra="forbid",
+        frozen=True,
+        secrets_dir_missing="error",
+    )
 
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
-    api: ApiConfig = Field(default_factory=ApiConfig)
+    # Validated even when absent: it finds the API key.
+    api: ApiConfig = Field(default_factory=dict, validate_default=True)
     pacing: PacingConfig = Field(default_factory=PacingConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     mapping: Path | None = None  # None: the reference shop mapping shipped with the package
-    api_key: SecretStr = SecretStr("")
+
+    @property
+    def api_key(self) -> SecretStr:
+        return self.api.key
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest first: environment, secret files, the YAML (given as init
+        # arguments); nested sections are merged key by key.
+        return env_settings, NestedSecretsSettingsSource(file_secret_settings), init_settings
 
 
-def _error_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+def _problems(error: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One pydantic error as (path, problem) pairs, explained where pydantic's words are not."""
+    loc = tuple(str(part) for part in error["loc"])
+    kind, message = error["type"], error["msg"]
+    if kind == "kafka_options":
+        return [(".".join((*loc, name)), problem) for name, problem in error["ctx"]["problems"]]
+    if kind == "api_key":
+        loc = (*loc, "key_file")
+    elif loc == ("api", "key"):
+        message = _API_KEY_HINT
+    elif kind == "extra_forbidden" and len(loc) == 3 and loc[:2] == ("kafka", "extra"):
+        message = kafka_options.why_not_settable(loc[2])
+    return [(".".join(loc) or "(top level)", message)]
 
 
-def load_settings(path: str | Path | None, *, environ: dict[str, str] | None = None) -> Settings:
-    """Read, validate and complete the configuration; raise ConfigError on any fault."""
-    env = dict(os.environ if environ is None else environ)
-    source = str(path) if path is not None else None
-    raw: Any = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError("(file)", "no such file", source=source) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError("(file)", f"not valid YAML: {exc}", source=source) from None
-        if not isinstance(raw, dict):
-            raise ConfigError("(top level)", "expected a mapping of sections", source=source)
-        if "api_key" in raw or "key" in (raw.get("api") or {}):
-            raise ConfigError(
-                "api.key",
-                f"the API key must not be written in the file: set {API_KEY_ENV} "
-                "or api.key_file (a mounted secret)",
-                source=source,
-            )
+def _unknown_names(names: Iterable[str], where: str) -> list[tuple[str, str]]:
+    """Variables or secret files with our prefix that name no section: pydantic
+    would skip them silently, and a typo would go unnoticed."""
+    sections = set(Settings.model_fields)
+    problems = []
+    for name in names:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        head = name[len(ENV_PREFIX) :].split(NESTING, 1)[0].lower()
+        if head == "api_key":
+            problems.append((name, _API_KEY_HINT))
+        elif head not in sections:
+            problems.append((name, f"{where} names no section ({', '.join(sorted(sections))})"))
+    return problems
+
+
+def _read_yaml(path: Path, source: str) -> dict[str, Any]:
     try:
-        settings = Settings.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(_error_path(first["loc"]), first["msg"], source=source) from None
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError("(file)", "no such file", source=source) from None
+    except OSError as exc:
+        raise ConfigError("(file)", f"cannot be read: {exc.strerror}", source=source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("(file)", f"not valid YAML: {exc}", source=source) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("(top level)", "expected a mapping of sections", source=source)
+    return raw
 
-    key = env.get(API_KEY_ENV, "")
-    if not key and settings.api.key_file is not None:
-        try:
-            key = settings.api.key_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                "api.key_file", f"cannot read the key file: {exc.strerror}", source=source
-            ) from None
-    if not key:
-        raise ConfigError(
-            "api.key_file",
-            f"no API key: set the environment variable {API_KEY_ENV} or api.key_file",
-            source=source,
-        )
+
+def load_settings(path: str | Path | None, *, secrets_dir: str | Path | None = None) -> Settings:
+    """Read, merge and validate the configuration; raise ConfigError listing every fault.
+
+    ``path`` is the YAML file (None: defaults only); ``secrets_dir`` holds one
+    file per key, named like its environment variable.
+    """
+    source = str(path) if path is not None else None
+    raw = _read_yaml(Path(path), str(path)) if path is not None else {}
+    problems: list[tuple[str, str]] = []
+    # Top-level names pydantic-settings would take as its own init options.
+    for name in [name for name in raw if name not in Settings.model_fields]:
+        problems.append((str(name), _API_KEY_HINT if name == "api_key" else "no such section"))
+        del raw[name]
+    problems += _unknown_names(os.environ, "the environment variable")
+    options: dict[str, Any] = {}
+    if secrets_dir is not None:
+        folder = Path(secrets_dir)
+        if not folder.is_dir():
+            raise ConfigError("(secrets directory)", f"{folder} is not a directory")
+        options["_secrets_dir"] = folder
+        files = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+        problems += _unknown_names(files, "the secret file")
+    settings: Settings | None = None
+    try:
+        settings = Settings(**options, **raw)
+    except ValidationError as exc:
+        problems += [p for error in exc.errors() for p in _problems(error)]
+    except SettingsError as exc:
+        problems.append(("(environment or secrets)", str(exc)))
+    if problems or settings is None:
+        first, *more = problems or [("(top level)", "invalid")]
+        raise ConfigError(*first, source=source, more=more)
     if settings.mapping is not None and path is not None and not settings.mapping.is_absolute():
         settings = settings.model_copy(update={"mapping": Path(path).parent / settings.mapping})
-    return settings.model_copy(update={"api_key": SecretStr(key)})
+    return settings

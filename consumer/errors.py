@@ -16,6 +16,8 @@ No message here ever contains the API key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from schemas.debezium import Position
 
 
@@ -26,14 +28,24 @@ class RfmcubeCdcError(Exception):
 
 
 class ConfigError(RfmcubeCdcError):
-    """A configuration or mapping file is wrong; ``path`` names the wrong key."""
+    """A configuration or mapping file is wrong; ``path`` names the wrong key.
 
-    def __init__(self, path: str, problem: str, *, source: str | None = None) -> None:
+    ``problems`` lists every (path, problem) found, the first one included."""
+
+    def __init__(
+        self,
+        path: str,
+        problem: str,
+        *,
+        source: str | None = None,
+        more: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.path = path
         self.problem = problem
         self.source = source
+        self.problems: tuple[tuple[str, str], ...] = ((path, problem), *more)
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{path}: {problem}")
+        super().__init__(where + "; ".join(f"{p}: {m}" for p, m in self.problems))
 
 
 class BadRecord(RfmcubeCdcError):

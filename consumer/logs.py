@@ -26,7 +26,9 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure(fmt: str = "json", level: int = logging.INFO) -> None:
+def configure(fmt: str = "json", level: int | str = logging.INFO) -> None:
+    """Log to stderr at ``level`` (a number or a name such as ``"DEBUG"``); kafka-python
+    stays at WARNING or above, its DEBUG output being a flood."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -35,4 +37,4 @@ def configure(fmt: str = "json", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))

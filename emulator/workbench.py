@@ -127,7 +127,8 @@ def write_config(
             "group_id": group,
             "dead_letter_topic": dead_letter_topic,
         },
-        "api": {"base_url": api_url},
+        # The emulator listens on plain HTTP on this machine.
+        "api": {"base_url": api_url, "allow_insecure_http": api_url.startswith("http://")},
         "store": {"path": str(folder / "state.db")},
         "service": {"health_port": None, "log_format": "text"},
     }
