@@ -281,7 +281,7 @@ def test_metadata_carries_what_the_member_owns_now_and_since_which_generation() 
     assert sent.owned_partitions == [] and sent.generation_id == -1
 
 
-def test_an_unbound_assignor_refuses_to_claim_anything() -> None:
+def test_an_unbound_assignor_refuses_to_join_rather_than_claim_nothing() -> None:
     with pytest.raises(RuntimeError, match="bind"):
         SingleActiveAssignor().metadata(set(TOPICS))
 
