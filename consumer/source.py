@@ -17,6 +17,15 @@ variant. It calls ``on_revoke`` inline (heartbeats pause meanwhile: keep the
 service's revoke budget well below ``session_timeout_ms``), commits the
 offsets it returns by awaiting ``commit_async``, and drops the records of the
 revoked partitions that were not handed over yet.
+
+One active member (``SourceSettings.single_active``, the default): the
+group's partitions all go to one member at a time (consumer/assignor.py),
+with the COOPERATIVE protocol, so standbys joining or leaving revoke nothing.
+A member that was evicted (its session expired during a pause) learns it on
+its next heartbeat or commit and gets ``on_lost``, never ``on_revoke``: its
+commits are refused by the group's generation, so there is nothing to commit.
+:meth:`KafkaSource.is_active` says, from the heartbeat lease, whether the
+member may still act as the owner right now.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from consumer.assignor import HeartbeatLease, SingleActiveAssignor
 from consumer.errors import BrokerUnavailable, ConfigError, RfmcubeCdcError
 from schemas.debezium import RawRecord
 
@@ -42,7 +52,8 @@ log = logging.getLogger(__name__)
 
 PartitionId = tuple[str, int]
 OnRevoke = Callable[[list[PartitionId]], Mapping[PartitionId, int]]
-OnAssign = Callable[[list[PartitionId]], None]
+OnAssign = Callable[[list[PartitionId]], Mapping[PartitionId, int] | None]
+OnLost = Callable[[list[PartitionId]], None]
 
 _T = TypeVar("_T")
 
@@ -80,6 +91,8 @@ class SourceSettings:
     max_poll_records: int = 2000
     commit_timeout_ms: int = 30_000
     extra: Mapping[str, Any] = field(default_factory=dict)  # security settings etc.
+    # Every partition to one member of the group; the others stand by (consumer/assignor.py).
+    single_active: bool = True
 
 
 def record_bytes(record: RawRecord) -> int:
@@ -145,14 +158,36 @@ class _Command:
 class KafkaSource:
     """Polls the topics of one consumer group on a dedicated thread.
 
-    ``on_revoke(partitions)`` runs on a Kafka thread, never on the event loop,
-    before the group takes ``partitions`` away; it returns the offsets to
-    commit for them (committed before the rebalance goes on) and must not
-    call :meth:`commit` or :meth:`committed`. Records of those partitions that
-    :meth:`get` already returned stay the caller's (release their bytes);
-    the ones not yet returned are dropped. ``on_assign(partitions)`` runs
-    after each rebalance with the partitions now owned. Neither is called
-    while :meth:`stop` closes the consumer.
+    The callbacks run on Kafka's IO thread, never on the event loop, must not
+    call :meth:`commit` or :meth:`committed`, and must return quickly
+    (heartbeats wait meanwhile). None is called while :meth:`stop` closes
+    the consumer. Records of the partitions concerned that :meth:`get`
+    already returned stay the caller's (release their bytes); the ones not
+    yet returned are dropped.
+
+    ``on_revoke(partitions)``: the group takes ``partitions`` away in an
+    orderly rebalance, and this member is still a valid member. Finish or
+    abandon the work on them and return the offsets to commit (committed
+    before the rebalance goes on). With ``single_active``, this is the
+    active handing its role over (its subscription no longer covers the
+    group's topics); stop sending before returning.
+
+    ``on_lost(partitions)``: the group already gave ``partitions`` to someone
+    else (this member's session expired, or its claim was superseded by a
+    newer generation). Nothing can be committed for them. Stop sending for
+    them at once and forget every in-memory state derived from them
+    (windows, pending offsets); they will be read again from the committed
+    offsets by whoever owns them. Without ``on_lost``, losses are only logged.
+
+    ``on_assign(partitions)``: the group gave this member ``partitions`` (the
+    newly added ones). With ``single_active`` this is the role arriving: all
+    partitions at once. It may return positions to start from (e.g. the
+    store's applied offsets); partitions it leaves out start at the group's
+    committed offsets.
+
+    :meth:`is_active` is the check to make right before each request to
+    the API: the member owns partitions and its heartbeat lease has not run
+    out (see :class:`consumer.assignor.HeartbeatLease`).
     """
 
     def __init__(
@@ -161,10 +196,19 @@ class KafkaSource:
         *,
         on_revoke: OnRevoke | None = None,
         on_assign: OnAssign | None = None,
+        on_lost: OnLost | None = None,
     ) -> None:
+        if settings.single_active and "partition_assignment_strategy" in settings.extra:
+            raise ConfigError(
+                "kafka.extra.partition_assignment_strategy",
+                "is set by the service when one member is active at a time",
+            )
         self._settings = settings
         self._on_revoke = on_revoke
         self._on_assign = on_assign
+        self._on_lost = on_lost
+        self._assignor: SingleActiveAssignor | None = None
+        self._lease: HeartbeatLease | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
@@ -211,13 +255,23 @@ class KafkaSource:
             self._pending_bytes = max(0, self._pending_bytes - nbytes)
 
     async def commit(self, offsets: Mapping[PartitionId, int]) -> None:
-        """Commit "next offset to read" per partition; returns once the broker confirmed."""
+        """Commit "next offset to read" per partition; returns once the broker confirmed.
+
+        Only partitions this member owns: a member that lost them and joined
+        again is a valid member of the new generation, which alone would not
+        stop it from committing offsets of its former tenure."""
         if not offsets:
             return
         kafka_offsets = to_kafka_offsets(offsets)
         timeout_ms = self._settings.commit_timeout_ms
 
         def run(consumer: Any) -> None:
+            stray = sorted(set(kafka_offsets) - set(consumer.assignment()))
+            if stray:
+                raise CommitFailed(
+                    "not committing partitions this member does not own: "
+                    + ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stray)
+                )
             try:
                 consumer.commit(kafka_offsets, timeout_ms=timeout_ms)
             except Exception as exc:
@@ -243,6 +297,22 @@ class KafkaSource:
         """The partitions this member currently owns."""
         with self._lock:
             return set(self._assigned)
+
+    def is_active(self) -> bool:
+        """Whether this member may act for its partitions right now: it owns some
+        and (with ``single_active``) its heartbeat lease has not run out."""
+        with self._lock:
+            if not self._assigned:
+                return False
+        return self._lease is None or self._lease.valid()
+
+    def active_until(self) -> float | None:
+        """The lease's deadline on ``time.monotonic()`` while owning partitions
+        (None without partitions or before the first acknowledged heartbeat)."""
+        with self._lock:
+            if not self._assigned:
+                return None
+        return None if self._lease is None else self._lease.valid_until()
 
     async def stop(self) -> None:
         """Stop polling, close the consumer (committing nothing) and join the thread."""
@@ -338,6 +408,10 @@ class KafkaSource:
 
     def _open_consumer(self) -> Any:
         settings = self._settings
+        ours: dict[str, Any] = {}
+        if settings.single_active:
+            self._assignor = SingleActiveAssignor()
+            ours["partition_assignment_strategy"] = [self._assignor]
         config = consumer_config(
             settings.bootstrap_servers,
             settings.group_id,
@@ -346,8 +420,14 @@ class KafkaSource:
             auto_offset_reset="earliest",
             max_poll_records=settings.max_poll_records,
             allow_auto_create_topics=False,  # Debezium creates its topics, compacted
+            **ours,
         )
         consumer = KafkaConsumer(**config)
+        if self._assignor is not None:
+            self._assignor.bind(consumer.assignment)
+            lease = HeartbeatLease(consumer.config["session_timeout_ms"])
+            lease.attach(consumer)
+            self._lease = lease
         consumer.subscribe(topics=list(settings.topics), listener=_Listener(self, consumer))
         # A metadata refresh after subscribing and before the first join: else
         # kafka-python 3.0's leader assigns against an empty metadata snapshot
@@ -439,10 +519,30 @@ class KafkaSource:
         else:
             log.info("committed revoked partitions: %s", offsets)
 
-    def _assigned_now(self, consumer: Any, partitions: set[PartitionId]) -> None:
-        """Runs on kafka's IO thread once the group gave us partitions."""
+    def _lost(self, partitions: set[PartitionId], why: str) -> None:
+        """Runs on kafka's IO thread when the group gave our partitions to someone else."""
+        self._drop_unsent(partitions)
         with self._lock:
-            self._assigned = frozenset(partitions)
+            self._assigned = self._assigned - partitions
+        if self._stopping.is_set() or not partitions:
+            return
+        log.warning("lost %d partitions (%s): nothing is committed for them", len(partitions), why)
+        if self._on_lost is None:
+            return
+        try:
+            self._on_lost(sorted(partitions))
+        except Exception:
+            log.exception("on_lost failed for %s", sorted(partitions))
+
+    def _superseded(self) -> bool:
+        """Whether the last assignment said our claim lost to a newer generation's."""
+        return self._assignor is not None and self._assignor.superseded
+
+    def _assigned_now(self, consumer: Any, partitions: set[PartitionId]) -> None:
+        """Runs on kafka's IO thread once the group gave us (more) partitions."""
+        owned = frozenset((tp.topic, tp.partition) for tp in consumer.assignment())
+        with self._lock:
+            self._assigned = owned
             over_limit = self._pending_bytes > self._settings.max_pending_bytes
             resume, self._resume_at = self._resume_at, {}
         for tp, offset in resume.items():
@@ -452,11 +552,27 @@ class KafkaSource:
                 consumer.seek(TopicPartition(*tp), offset)
         if over_limit and partitions:
             consumer.pause(*(TopicPartition(*tp) for tp in partitions))
-        if self._on_assign is not None:
-            try:
-                self._on_assign(sorted(partitions))
-            except Exception:
-                log.exception("on_assign failed for %s", sorted(partitions))
+        if self._assignor is not None and partitions:
+            log.info(
+                "active for %d partitions (generation %s)",
+                len(owned),
+                self._assignor.generation,
+            )
+        if self._on_assign is None:
+            return
+        try:
+            positions = self._on_assign(sorted(partitions))
+        except Exception:
+            log.exception("on_assign failed for %s", sorted(partitions))
+            return
+        try:
+            for (topic, partition), offset in (positions or {}).items():
+                consumer.seek(TopicPartition(topic, partition), offset)
+        except (TypeError, ValueError) as exc:
+            # Reading from anywhere else than asked would split the store from Kafka.
+            log.exception("cannot start from %s; stopping the source", positions)
+            self._failure = exc
+            self._stopping.set()
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -469,7 +585,16 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
-        await self._source._revoked(self._consumer, {(tp.topic, tp.partition) for tp in revoked})
+        partitions = {(tp.topic, tp.partition) for tp in revoked}
+        if self._source._superseded():
+            self._source._lost(partitions, "a newer generation claimed them")
+        else:
+            await self._source._revoked(self._consumer, partitions)
+
+    async def on_partitions_lost(self, lost: Iterable[Any]) -> None:
+        self._source._lost(
+            {(tp.topic, tp.partition) for tp in lost}, "this member fell out of the group"
+        )
 
     async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
         self._source._assigned_now(self._consumer, {(tp.topic, tp.partition) for tp in assigned})

@@ -183,10 +183,14 @@ async def test_a_joining_member_makes_the_first_revoke_and_commit_what_on_revoke
         revoked.append(partitions)
         return asyncio.run_coroutine_threadsafe(flush(partitions), loop).result(5)
 
-    first = KafkaSource(settings(kafka_bootstrap, topic, group), on_revoke=on_revoke)
+    # Two members sharing the partitions: the range assignor, not the single-active one.
+    shared = {"single_active": False}
+    first = KafkaSource(settings(kafka_bootstrap, topic, group, **shared), on_revoke=on_revoke)
     first.start(loop)
     second_assigned: list[list[tuple[str, int]]] = []
-    second = KafkaSource(settings(kafka_bootstrap, topic, group), on_assign=second_assigned.append)
+    second = KafkaSource(
+        settings(kafka_bootstrap, topic, group, **shared), on_assign=second_assigned.append
+    )
     try:
         await collect(first, 30)
         assert first.assignment() == {(topic, p) for p in range(3)}
