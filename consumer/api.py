@@ -34,12 +34,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 from pydantic import SecretStr
 
-from consumer.errors import ApiError, ApiFatal, ApiRejected, ApiRetriable, ApiTooLarge
+from consumer.errors import (
+    ApiError,
+    ApiFatal,
+    ApiRejected,
+    ApiRetriable,
+    ApiTooLarge,
+    NotActive,
+)
 from consumer.ratelimit import RateLimiter
 
 __all__ = ["CALLS", "ApiSettings", "ApiStats", "Attempt", "RfmcubeClient"]
@@ -95,11 +103,13 @@ class RfmcubeClient:
         limiter: RateLimiter,
         *,
         on_attempt: Callable[[Attempt], None] | None = None,
+        may_send: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.limiter = limiter
         self.stats = ApiStats()
         self._on_attempt = on_attempt
+        self._may_send = may_send
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -137,9 +147,10 @@ class RfmcubeClient:
         url = f"{self.settings.base_url}/{call}"
         return await self._retrying(call, lambda: self._attempt("POST", call, url, body))
 
-    async def process(self, process_id: int) -> dict[str, Any]:
-        """GET ``{base_url}/processes/{process_id}``: the state of an import."""
-        url = f"{self.settings.base_url}/processes/{int(process_id)}"
+    async def process(self, process_id: int | str) -> dict[str, Any]:
+        """GET ``{base_url}/processes/{process_id}``: the state of an import
+        (404 raises ApiRejected: the API does not know the process)."""
+        url = f"{self.settings.base_url}/processes/{quote(str(process_id), safe='')}"
         return await self._retrying(PROCESS_CALL, lambda: self._attempt("GET", PROCESS_CALL, url))
 
     # -- retries -------------------------------------------------------------------
@@ -181,6 +192,9 @@ class RfmcubeClient:
         if session is None:
             raise RuntimeError("use the client inside 'async with RfmcubeClient(...)'")
         await self.limiter.acquire()
+        if self._may_send is not None and not self._may_send():
+            # Checked after the wait for a slot, right before the request goes out.
+            raise NotActive(f"{call}: not sent, this instance is not the active one")
         self.stats.requests[call] += 1
         headers = {"content-type": "application/json"} if body is not None else None
         started = time.monotonic()

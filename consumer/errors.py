@@ -4,6 +4,7 @@
     ├── ConfigError            bad configuration or mapping: refused at start-up
     ├── BadRecord              a record that cannot be decoded or mapped: dead-lettered
     ├── BrokerUnavailable      Kafka cannot be reached (yet): wait and try again
+    ├── NotActive              another instance took the active role: stop sending
     └── ApiError               an answer of the Rfmcube API (or no answer)
         ├── ApiFatal           401, 403, 406: stop with a message, commit nothing further
         ├── ApiRetriable       5xx, 429, timeouts, resets: wait and send again
@@ -63,6 +64,10 @@ class BrokerUnavailable(RfmcubeCdcError):
     """Kafka did not answer a look-up outside the consumer thread; try again later."""
 
     retriable = True
+
+
+class NotActive(RfmcubeCdcError):
+    """This instance is not (or no longer) the active one: it must not send."""
 
 
 class ApiError(RfmcubeCdcError):

@@ -1,19 +1,24 @@
-"""The planner: a window of dirty documents becomes what to send.
+"""The planner: owed documents become what to send.
 
 It reads the state store to build whole documents (an order with all its
 current items and its customer's identity), drops those whose hash equals what
 Rfmcube last accepted, and groups the rest by customer, as ``/import`` wants
-them. It decides nothing about requests: the sender packs the groups into
-imports or merges.
+them. It decides nothing about requests: :mod:`consumer.packing` does.
 
 Rules where the API leaves a choice (see README.md, "Semantics"):
 - a customer delete goes first, then the customer's upsert if it exists again;
+  the orders Rfmcube deleted with it are sent again whatever their hash;
 - an order of a deleted customer is not sent (it would re-create the customer);
-- an order whose customer is unknown waits up to ``orphan_wait``; then it goes
-  out under its guest email if it has one, else it is dead-lettered;
+- an order whose customer is unknown waits up to ``orphan_wait``; then it is
+  parked: its records are released, and it goes out when its customer arrives
+  (the customer's record touches it);
 - a guest order (no customer id) is filed under the registered customer of the
   same email when there is one, else under a guest customer made of the email
-  and the first and last timestamps of that email's orders;
+  and the first and last timestamps of that email's orders; when a registered
+  customer takes an email whose guest customer Rfmcube holds, that guest
+  customer is deleted first (email is Rfmcube's key: it would stay a twin);
+- a delete waits while an import that carries its customer is pending: the
+  import would re-create the customer after the delete;
 - an order delete becomes an upsert through ``mark_deleted`` (None: ignored).
 """
 
@@ -23,11 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.coalesce import DirtyDoc
-from consumer.store import CustomerIdentity, DocRef, StateStore
+from consumer.obligations import Obligations, OwedDoc
+from consumer.store import StateStore
 from consumer.storeview import StoreView
-from schemas.entities import Kind, MappedRow
+from schemas.entities import CustomerIdentity, DocRef, Kind, MappedRow
 from schemas.rfmcube import customer_document, document_hash, order_document
+
+__all__ = ["CustomerGroup", "Delete", "Plan", "Planner", "Upsert"]
 
 
 @dataclass(slots=True)
@@ -37,6 +44,16 @@ class Upsert:
     ref: DocRef
     doc: dict[str, Any]
     hash: str
+    owed: OwedDoc
+
+
+@dataclass(slots=True)
+class Delete:
+    """A ``delete_customer``; ``owed`` is None for a guest customer the planner retires."""
+
+    ref: DocRef
+    identity: CustomerIdentity
+    owed: OwedDoc | None
 
 
 @dataclass(slots=True)
@@ -44,8 +61,8 @@ class CustomerGroup:
     """A customer as ``/import`` nests it: the customer and some of its orders.
 
     ``customer`` is None when only the customer's orders changed (the
-    customer document then only carries them). ``identity`` is what
-    ``merge_order`` needs when the group holds a single order.
+    customer document then only carries them). ``customer_id`` and
+    ``customer_email`` are what ``merge_order`` needs for a single order.
     """
 
     customer_doc: dict[str, Any]
@@ -59,93 +76,138 @@ class CustomerGroup:
     def upserts(self) -> list[Upsert]:
         return ([self.customer] if self.customer else []) + self.orders
 
+    @property
+    def container_ref(self) -> DocRef:
+        """The customer document Rfmcube holds for this group."""
+        if self.guest:
+            return (Kind.GUEST, self.customer_email or "")
+        return (Kind.CUSTOMER, self.customer_id or "")
+
 
 @dataclass(slots=True)
 class Plan:
-    deletes: list[tuple[DocRef, CustomerIdentity]] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
     groups: list[CustomerGroup] = field(default_factory=list)
-    unchanged: list[DocRef] = field(default_factory=list)  # nothing to send: done
-    deferred: list[DocRef] = field(default_factory=list)  # wait for the next window
-    rejected: list[tuple[DocRef, str]] = field(default_factory=list)  # dead-letter: reason
+    done: list[OwedDoc] = field(default_factory=list)  # nothing to send: the obligation is met
+    parked: list[OwedDoc] = field(default_factory=list)  # waiting for their customer
+    deferred: list[OwedDoc] = field(default_factory=list)  # stay owed for a later flush
+    rejected: list[tuple[OwedDoc, str]] = field(default_factory=list)  # dead-letter: reason
+    hurry: set[str] = field(default_factory=set)  # imports a deferred delete waits for
 
     def upsert_count(self) -> int:
         return sum(len(g.upserts) for g in self.groups)
-
-
-def _guest_customer(email: str, view: StoreView) -> dict[str, Any]:
-    orders = [stored.row.fields for stored in view.guest_orders(email)]
-    created = min((str(f.get("createdAt")) for f in orders if f.get("createdAt")), default=None)
-    updated = max((str(f.get("updatedAt")) for f in orders if f.get("updatedAt")), default=None)
-    return {"email": email, "createdAt": created, "updatedAt": updated}
 
 
 class Planner:
     def __init__(
         self,
         store: StateStore,
+        obligations: Obligations,
         *,
         mark_deleted: Callable[[MappedRow], MappedRow] | None,
         orphan_wait: float,
     ) -> None:
         self._store = store
-        self._view: StoreView  # the store as it stands for the plan being made
+        self._obligations = obligations
         self._mark_deleted = mark_deleted
         self._orphan_wait = orphan_wait
 
-    def plan(self, docs: dict[DocRef, DirtyDoc], now: float) -> Plan:
-        self._view = StoreView(self._store, docs)
-        plan = Plan()
-        groups: dict[tuple[str, str], CustomerGroup] = {}
-        for ref, dirty in docs.items():
-            if ref[0] is Kind.CUSTOMER:
-                self._plan_customer(ref, dirty, plan, groups)
-            else:
-                self._plan_order(ref, dirty, now, plan, groups)
-        plan.groups = list(groups.values())
-        return plan
+    def plan(self, owed: list[OwedDoc], now: float) -> Plan:
+        """``now`` is the wall clock, like ``OwedDoc.since``."""
+        return _Planning(self, owed, now).run()
 
-    def _changed(self, ref: DocRef, doc: dict[str, Any], plan: Plan) -> Upsert | None:
-        view = self._view
-        digest = document_hash(doc)
-        if view.accepted_hash(ref) == digest:
-            plan.unchanged.append(ref)
-            return None
-        return Upsert(ref, doc, digest)
 
-    def _plan_customer(
-        self,
-        ref: DocRef,
-        dirty: DirtyDoc,
-        plan: Plan,
-        groups: dict[tuple[str, str], CustomerGroup],
-    ) -> None:
-        view = self._view
+class _Planning:
+    """One plan in the making."""
+
+    def __init__(self, planner: Planner, owed: list[OwedDoc], now: float) -> None:
+        self.planner = planner
+        self.owed = owed
+        self.now = now
+        self.view = StoreView(planner._store, [doc.ref for doc in owed])
+        self.plan = Plan()
+        self.groups: dict[tuple[str, str], CustomerGroup] = {}
+        self.blocked: set[str] = set()  # customers whose upsert waits: their orders wait too
+        self.forced: set[str] = set()  # customers Rfmcube deletes first: orders sent whatever
+        self.retired: set[str] = set()  # emails whose guest customer is deleted first
+        self.deleting: set[str] = set()  # customers whose delete this plan sends
+        self._deletes_owed: set[str] | None = None
+
+    def deletes_owed(self) -> set[str]:
+        """Customers of the planned orders whose delete is still owed (read once)."""
+        if self._deletes_owed is None:
+            parents = set()
+            for doc in self.owed:
+                stored = self.view.get(*doc.ref) if doc.ref[0] is Kind.ORDER else None
+                if stored is not None and stored.row.parent is not None:
+                    parents.add(stored.row.parent)
+            self._deletes_owed = self.planner._obligations.deletes_owed(parents)
+        return self._deletes_owed
+
+    def run(self) -> Plan:
+        customers = [doc for doc in self.owed if doc.ref[0] is Kind.CUSTOMER]
+        self._blocking_imports(customers)
+        for doc in customers:
+            self._customer(doc)
+        for doc in self.owed:
+            if doc.ref[0] is Kind.ORDER:
+                self._order(doc)
+            elif doc.ref[0] is not Kind.CUSTOMER:
+                self.plan.done.append(doc)  # nothing is owed for other kinds
+        # Registered customers first: one that leaves an email must do so before
+        # the guest customer of that email is looked up by it.
+        self.plan.groups = sorted(self.groups.values(), key=lambda g: g.guest)
+        return self.plan
+
+    # -- customers --------------------------------------------------------------
+
+    def _blocking_imports(self, customers: list[OwedDoc]) -> None:
+        """Customers with a delete to send that a pending import still carries."""
+        view = self.view
+        watched: dict[DocRef, str] = {}
+        for doc in customers:
+            if doc.deletes:
+                watched[doc.ref] = doc.ref[1]
+            row = view.live(Kind.CUSTOMER, doc.ref[1])
+            if row is not None and row.email and view.accepted_hash((Kind.GUEST, row.email)):
+                watched[(Kind.GUEST, row.email)] = doc.ref[1]
+        for ref, pids in self.planner._obligations.imports_carrying(watched).items():
+            self.blocked.add(watched[ref])
+            self.plan.hurry |= pids
+
+    def _customer(self, doc: OwedDoc) -> None:
+        view, plan = self.view, self.plan
+        key = doc.ref[1]
+        if key in self.blocked:
+            plan.deferred.append(doc)
+            return
         # Only the first delete matters: later ones delete what was re-created
         # in between, which the single upsert below then writes again anyway.
-        if dirty.deletes:
-            plan.deletes.append((ref, dirty.deletes[0]))
-        row = view.live(Kind.CUSTOMER, ref[1])
+        if doc.deletes:
+            plan.deletes.append(Delete(doc.ref, doc.deletes[0][1], doc))
+            self.forced.add(key)
+            self.deleting.add(key)
+        row = view.live(Kind.CUSTOMER, key)
         if row is None:
-            if not dirty.deletes:
-                plan.unchanged.append(ref)
+            if not doc.deletes:
+                plan.done.append(doc)
             return
-        doc = customer_document(row)
-        upsert = Upsert(ref, doc, document_hash(doc))
-        if not dirty.deletes:
-            changed = self._changed(ref, doc, plan)
-            if changed is None:
-                return
-            upsert = changed
-        group = self._group_for(row, groups)
-        group.customer = upsert
+        if row.email and view.accepted_hash((Kind.GUEST, row.email)):
+            guest = (Kind.GUEST, row.email)
+            plan.deletes.append(Delete(guest, CustomerIdentity(None, row.email), None))
+            self.retired.add(row.email)
+        customer_doc = customer_document(row)
+        digest = document_hash(customer_doc)
+        if not doc.deletes and view.accepted_hash(doc.ref) == digest:
+            plan.done.append(doc)
+            return
+        self._group_for(row).customer = Upsert(doc.ref, customer_doc, digest, doc)
 
-    def _group_for(
-        self, customer: MappedRow, groups: dict[tuple[str, str], CustomerGroup]
-    ) -> CustomerGroup:
+    def _group_for(self, customer: MappedRow) -> CustomerGroup:
         slot = ("id", customer.key)
-        group = groups.get(slot)
+        group = self.groups.get(slot)
         if group is None:
-            group = groups[slot] = CustomerGroup(
+            group = self.groups[slot] = CustomerGroup(
                 customer_document(customer),
                 None,
                 customer_id=customer.key,
@@ -153,68 +215,77 @@ class Planner:
             )
         return group
 
-    def _plan_order(
-        self,
-        ref: DocRef,
-        dirty: DirtyDoc,
-        now: float,
-        plan: Plan,
-        groups: dict[tuple[str, str], CustomerGroup],
-    ) -> None:
-        view = self._view
-        stored = view.get(Kind.ORDER, ref[1])
+    def _guest_group(self, email: str) -> CustomerGroup:
+        slot = ("email", email)
+        group = self.groups.get(slot)
+        if group is None:
+            orders = [stored.row.fields for stored in self.view.guest_orders(email)]
+            created = min((str(f["createdAt"]) for f in orders if f.get("createdAt")), default=None)
+            updated = max((str(f["updatedAt"]) for f in orders if f.get("updatedAt")), default=None)
+            group = self.groups[slot] = CustomerGroup(
+                {"email": email, "createdAt": created, "updatedAt": updated},
+                None,
+                customer_email=email,
+                guest=True,
+            )
+        return group
+
+    # -- orders -------------------------------------------------------------------
+
+    def _order(self, doc: OwedDoc) -> None:
+        view, plan = self.view, self.plan
+        stored = view.get(Kind.ORDER, doc.ref[1])
         if stored is None:
-            plan.unchanged.append(ref)  # items of an order never seen: nothing to send
+            plan.done.append(doc)  # items of an order never seen: nothing to send
             return
         order = stored.row
         if stored.deleted:
-            if self._mark_deleted is None:
-                plan.unchanged.append(ref)
+            if self.planner._mark_deleted is None:
+                plan.done.append(doc)
                 return
-            order = self._mark_deleted(order)
-        doc = order_document(order, view.items_of(order.key))
+            order = self.planner._mark_deleted(order)
 
         owner: MappedRow | None = None  # the registered customer the order goes under
         if order.parent is not None:
             customer = view.get(Kind.CUSTOMER, order.parent)
             if customer is not None and customer.deleted:
-                plan.unchanged.append(ref)  # gone with its customer
+                # Gone with its customer, once Rfmcube deleted that customer: until
+                # then its records wait (a delete may be held back by an import).
+                if order.parent in self.deleting or order.parent not in self.deletes_owed():
+                    plan.done.append(doc)
+                else:
+                    plan.deferred.append(doc)
                 return
-            if customer is not None:
-                owner = customer.row
-            elif now - dirty.first_seen < self._orphan_wait:
-                plan.deferred.append(ref)
+            if customer is None:
+                if self.now - doc.since < self.planner._orphan_wait:
+                    plan.deferred.append(doc)
+                else:
+                    plan.parked.append(doc)  # its customer's arrival sends it
                 return
-            elif not order.email:
-                plan.rejected.append(
-                    (ref, f"order {order.key}: customer {order.parent} unknown and no guest email")
-                )
-                return
-        if owner is None:
-            if not order.email:
-                plan.rejected.append((ref, f"order {order.key}: neither customer id nor email"))
-                return
-            owner = view.customer_by_email(order.email)
-        customer_id: str | None
-        if owner is not None:
-            slot, customer_id, email = ("id", owner.key), owner.key, owner.email
-        else:
-            slot, customer_id, email = ("email", order.email or ""), order.parent, order.email
-        identity = {"customerId": customer_id, "customerEmail": email}
-        upsert = self._changed(ref, {**doc, "__identity": identity}, plan)
-        if upsert is None:
+            owner = customer.row
+        elif not order.email:
+            plan.rejected.append((doc, f"order {order.key}: neither customer id nor email"))
             return
-        upsert.doc = doc
-        group = groups.get(slot)
-        if group is None:
-            if owner is not None:
-                group = self._group_for(owner, groups)
-            else:
-                group = groups[slot] = CustomerGroup(
-                    _guest_customer(slot[1], self._view),
-                    None,
-                    customer_id=customer_id,
-                    customer_email=email,
-                    guest=True,
-                )
-        group.orders.append(upsert)
+        else:
+            owner = view.customer_by_email(order.email)
+
+        if owner is not None and owner.key in self.blocked:
+            plan.deferred.append(doc)
+            return
+        document = order_document(order, view.items_of(order.key))
+        if owner is not None:
+            identity = {"customerId": owner.key, "customerEmail": owner.email}
+            forced = owner.key in self.forced or (
+                order.parent is None and order.email in self.retired
+            )
+        else:
+            identity = {"customerId": None, "customerEmail": order.email}
+            forced = False
+        digest = document_hash({**document, "__identity": identity})
+        if not forced and view.accepted_hash(doc.ref) == digest:
+            plan.done.append(doc)
+            return
+        group = (
+            self._group_for(owner) if owner is not None else self._guest_group(order.email or "")
+        )
+        group.orders.append(Upsert(doc.ref, document, digest, doc))

@@ -1,18 +1,21 @@
-"""The service: wires source, decoder, mapping, store, window, planner and sender.
+"""The service's lifecycle: start-up, the loops, signals, supervision and stop.
 
-Three loops share one event loop:
+The work itself lives in modules with narrow interfaces: :mod:`consumer.ingest`
+(records → store), :mod:`consumer.flush` (owed documents → requests →
+settlement), :mod:`consumer.imports` (process checks) and
+:mod:`consumer.commits` (offsets). This module wires them to Kafka and the
+API and keeps them running:
 
-- ingest: batches from the source are decoded, mapped and applied to the store
-  (one transaction per batch, offsets included); the documents they touch join
-  the window;
-- flush: when the window is at least ``min_window`` old and a request slot is
-  free, the window is planned and sent; while no slot is free, changes keep
-  coalescing;
-- commit: per partition, the contiguous prefix of records whose documents were
-  accepted (or needed no request) is committed, dead letters flushed first.
-
-Start-up first replays into the store whatever the group committed but the
-store has not applied (an empty or lost disk), with no API call.
+1. the health server answers from the first second (``/readyz`` says 503
+   until the service streams);
+2. start-up opens the dead-letter topic and replays into the store what the
+   group committed but the store lacks (a new or lost disk), with no API call;
+3. the source joins the group; one member at a time is active (it holds every
+   partition); the others stand by;
+4. four loops run until SIGTERM: ingest, flush, process checks, commits;
+5. on SIGTERM the loops stop, what the grace allows is flushed, offsets are
+   committed, and the process exits 0; every known failure exits with a
+   documented code (:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -21,136 +24,105 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
-from collections import Counter
-from collections.abc import Awaitable, Iterator
-from collections.abc import Mapping as AnyMapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 import orjson
 
 from consumer import replay as replay_mod
 from consumer.api import ApiSettings, RfmcubeClient
-from consumer.coalesce import DirtyDoc, RecordAcks, Window
+from consumer.commits import Committer
 from consumer.config import Settings
-from consumer.deadletter import DeadLetters
-from consumer.decode import decode_record, parse_hint
-from consumer.errors import ApiFatal, BadRecord, BrokerUnavailable
+from consumer.deadletter import DeadLetterFailed, DeadLetters
+from consumer.errors import ApiFatal, BrokerUnavailable, NotActive
+from consumer.flush import Flusher
 from consumer.health import HealthServer
-from consumer.mapping import Mapping
-from consumer.offsets import OffsetTracker
+from consumer.imports import ProcessChecker
+from consumer.ingest import Ingest
+from consumer.mapping import Mapping as ShopMapping
+from consumer.obligations import Obligations
 from consumer.planner import Planner
 from consumer.ratelimit import RateLimiter
-from consumer.sender import Outcome, Sender
-from consumer.source import KafkaSource, SourceSettings
-from consumer.store import DocRef, StateStore, Touch
-from schemas.debezium import ChangeEvent, Position, RawRecord
-from schemas.entities import EntityChange
+from consumer.sender import Sender
+from consumer.source import CommitFailed, KafkaSource, SourceError, SourceSettings, batch_bytes
+from consumer.store import StateStore
+from schemas.debezium import Position, RawRecord
+from schemas.entities import DocRef
+
+__all__ = ["EXIT_CODES", "Service"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMIT_INTERVAL_SECONDS = 1.0
-REVOKE_FLUSH_SECONDS = 3.0
-# Idle this long, a spare request slot checks one accepted import's process.
-PROCESS_CHECK_SECONDS = 5.0
+REVOKE_BUDGET_SECONDS = 5.0  # heartbeats wait while a revocation is handled
+MAX_DOCUMENTS_PER_FLUSH = 20_000
+
 EXIT_OK = 0
-EXIT_FATAL = 3
-
-
-@dataclass(slots=True)
-class Stats:
-    records: int = 0
-    restored: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    dead_letters: int = 0
-    requests: Counter[str] = field(default_factory=Counter)
-    documents_sent: int = 0
-    documents_unchanged: int = 0
-    commits: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "records": self.records,
-            "restored": self.restored,
-            "skipped": dict(self.skipped),
-            "dead_letters": self.dead_letters,
-            "requests": dict(self.requests),
-            "documents_sent": self.documents_sent,
-            "documents_unchanged": self.documents_unchanged,
-            "commits": self.commits,
-        }
+EXIT_CONFIG = 2
+EXIT_API_REFUSED = 3
+EXIT_DEAD_LETTERS = 4
+EXIT_KAFKA = 5
+EXIT_CODES = {
+    EXIT_OK: "stopped by SIGTERM or SIGINT",
+    1: "an unexpected error (a bug: the traceback is in the log)",
+    EXIT_CONFIG: "the configuration or the mapping is wrong (the message names the key)",
+    EXIT_API_REFUSED: "the API refused the key or the connector's platform (401, 403, 406)",
+    EXIT_DEAD_LETTERS: "the dead-letter topic refused a dead letter",
+    EXIT_KAFKA: "the Kafka consumer failed for good",
+}
 
 
 class Service:
-    def __init__(self, settings: Settings, mapping: Mapping) -> None:
+    def __init__(self, settings: Settings, mapping: ShopMapping) -> None:
         self.settings = settings
         self.mapping = mapping
-        self.stats = Stats()
         self.store = StateStore(settings.store.path)
-        self.window = Window()
-        self.acks = RecordAcks()
-        self.tracker = OffsetTracker()
+        self.obligations = Obligations(self.store)
         self.limiter = RateLimiter(
             settings.pacing.requests_per_minute, settings.pacing.window_seconds
         )
+        self.ingest = Ingest(self.store, mapping, dead_letter=self._dead_letter)
         self.planner = Planner(
             self.store,
+            self.obligations,
             mark_deleted=mapping.mark_deleted if mapping.order_delete.policy == "mark" else None,
             orphan_wait=settings.store.orphan_order_wait_seconds,
         )
-        self._hints = {
-            topic: {col: parse_hint(h) for col, h in mapping.hints_for(topic).items()}
-            for topic in mapping.topics()
-        }
-        self._stopping = asyncio.Event()
-        self._dirty = asyncio.Event()
+        self.committer = Committer(self.obligations, dead_letters=lambda: self._deadletters)
+        self.flusher: Flusher | None = None
+        self.checker: ProcessChecker | None = None
+        self.source: KafkaSource | None = None
         self._deadletters: DeadLetters | None = None
-        self._dead_flushed = 0
+        self._stopping = asyncio.Event()
+        self._stop_requested = threading.Event()  # seen by the start-up restore's thread
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.fatal: ApiFatal | None = None
-        self._ready = False
-        self._sender: Sender | None = None
-        self._flush_lock = asyncio.Lock()
+        self._streaming = False
+        self.fatal: BaseException | None = None
+        self.restore_progress = 0.0
 
-    # -- record handling (shared by ingest and restore) ---------------------
-
-    def _change_of(self, record: RawRecord) -> EntityChange | None:
-        """Decode and map one record; None (after dead-lettering a bad one) if it
-        changes no entity."""
-        try:
-            decoded = decode_record(record, self._hints.get(record.topic))
-            if not isinstance(decoded, ChangeEvent):
-                self.stats.skipped[decoded.kind] += 1
-                if decoded.kind in ("truncate", "message"):
-                    log.info("skipped %s record at %s", decoded.kind, decoded.position)
-                return None
-            change = self.mapping.map_event(decoded)
-        except BadRecord as exc:
-            self._dead_letter(record, exc.reason)
-            return None
-        if change is None:
-            self.stats.skipped["unmapped"] += 1
-        return change
-
-    def _apply(self, records: list[RawRecord]) -> Iterator[tuple[Position, list[Touch]]]:
-        """Apply a batch to the store in one transaction; yield what each record touched."""
-        changes = [self._change_of(record) for record in records]
-        with self.store.batch() as batch:
-            batch.prefetch((c.kind, c.key) for c in changes if c is not None)
-            for record, change in zip(records, changes, strict=True):
-                yield record.position, [] if change is None else batch.apply(change)
-            batch.set_offsets(_next_offsets(records))
+    # -- dead letters ---------------------------------------------------------------
 
     def _dead_letter(self, record: RawRecord, reason: str) -> None:
-        log.warning("dead-lettered record %s: %s", record.position, reason)
-        self.stats.dead_letters += 1
         if self._deadletters is not None:
             self._deadletters.send(record, reason)
 
+    def _dead_letter_doc(
+        self, ref: DocRef, position: Position | None, reason: str, body: bytes
+    ) -> None:
+        log.warning("dead-lettered %s %s: %s", ref[0].value, ref[1], reason)
+        if self._deadletters is not None:
+            where = position if position is not None else Position("", -1, -1)
+            self._deadletters.send_entity(where, f"{ref[0].value}:{ref[1]}".encode(), body, reason)
+
+    # -- start-up -------------------------------------------------------------------
+
     def restore(self) -> int:
-        """Replay into the store what the group committed but the store lacks."""
+        """Replay into the store what the group committed but the store lacks (no API
+        call: those records' obligations were met). Runs in a thread; stops early
+        when the service is asked to stop."""
         kafka = self.settings.kafka
         parts = replay_mod.partitions_of(
             kafka.bootstrap_servers, self.mapping.topics(), extra=kafka.extra
@@ -161,24 +133,33 @@ class Service:
         applied = self.store.applied_offsets()
         end = {p: c for p, c in committed.items() if c is not None and c > applied.get(p, 0)}
         if not end:
+            self.restore_progress = 1.0
             return 0
         start = {p: applied.get(p, 0) for p in end}
+        total = sum(end[p] - start[p] for p in end)
         log.info(
-            "restoring the store from the topics: %s",
-            {f"{t}[{p}]": (start[(t, p)], o) for (t, p), o in end.items()},
+            "restoring the store from the topics: %d records in %d partitions", total, len(end)
         )
         restored = 0
-        deadletters, self._deadletters = self._deadletters, None  # already dead-lettered once
-        try:
-            for records in replay_mod.replay(
-                kafka.bootstrap_servers, start, end, extra=kafka.extra
-            ):
-                for _ in self._apply(records):
-                    pass  # only the store is fed: nothing is sent
-                restored += len(records)
-        finally:
-            self._deadletters = deadletters
-        self.stats.restored = restored
+        last_log = time.monotonic()
+        for records in replay_mod.replay(kafka.bootstrap_servers, start, end, extra=kafka.extra):
+            if self._stop_requested.is_set():
+                log.info(
+                    "restore interrupted after %d records: it resumes at the next start", restored
+                )
+                return restored
+            self.ingest.ingest(records, owe=False)
+            restored += len(records)
+            self.restore_progress = min(1.0, restored / total)
+            if time.monotonic() - last_log >= 10:
+                last_log = time.monotonic()
+                log.info(
+                    "restoring: %d of %d records (%.0f %%)",
+                    restored,
+                    total,
+                    100 * self.restore_progress,
+                )
+        self.restore_progress = 1.0
         log.info("store restored: %d records replayed", restored)
         return restored
 
@@ -190,37 +171,25 @@ class Service:
         while not self._stopping.is_set():
             try:
                 if self._deadletters is None:
-                    self._deadletters = await asyncio.to_thread(
-                        DeadLetters,
-                        kafka.bootstrap_servers,
-                        kafka.dead_letter_topic,
-                        extra=kafka.extra,
+                    self._deadletters = await self._first_of(
+                        asyncio.to_thread(
+                            DeadLetters,
+                            kafka.bootstrap_servers,
+                            kafka.dead_letter_topic,
+                            extra=kafka.extra,
+                        )
                     )
-                await asyncio.to_thread(self.restore)
-                return True
+                    if self._deadletters is None:
+                        return False
+                await self._first_of(asyncio.to_thread(self.restore))
+                return not self._stopping.is_set()
             except BrokerUnavailable as exc:
                 log.warning("Kafka unavailable at start-up (%s): retrying in %.0f s", exc, delay)
                 await self._sleep_or_stop(delay)
                 delay = min(delay * 2, 30.0)
         return False
 
-    def ingest(self, records: list[RawRecord]) -> None:
-        now = time.monotonic()
-        finished: list[Position] = []
-        for position, touches in self._apply(records):
-            self.tracker.track(position.topic, position.partition, position.offset)
-            if touches:
-                self.window.add(position, touches, now)
-                self.acks.expect(position, len(touches))
-            else:
-                finished.append(position)
-        self.stats.records += len(records)
-        for position in finished:
-            self.tracker.done(position.topic, position.partition, position.offset)
-        if len(self.window):
-            self._dirty.set()
-
-    # -- the loops ----------------------------------------------------------
+    # -- helpers ----------------------------------------------------------------------
 
     async def _first_of(self, awaitable: Awaitable[T]) -> T | None:
         """The awaitable's result, or None when the service is asked to stop first."""
@@ -233,159 +202,68 @@ class Service:
             return None
         return task.result()
 
-    async def _ingest_loop(self, source: KafkaSource) -> None:
-        while not self._stopping.is_set():
-            records = await self._first_of(source.get())
-            if records is None:
-                return
-            self.ingest(records)
-            source.release(sum(len(r.value or b"") + len(r.key or b"") for r in records))
-            await asyncio.sleep(0)
-
     async def _sleep_or_stop(self, seconds: float) -> None:
         if seconds > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _flush_loop(self, sender: Sender) -> None:
-        min_window = self.settings.pacing.min_window_seconds
+    def _is_active(self) -> bool:
+        return self.source is not None and self.source.is_active()
+
+    # -- the loops --------------------------------------------------------------------
+
+    async def _ingest_loop(self, source: KafkaSource, flusher: Flusher) -> None:
         while not self._stopping.is_set():
-            await self._idle_until_dirty(sender)
-            if self._stopping.is_set():
+            records = await self._first_of(source.get())
+            if records is None:
                 return
-            opened = self.window.opened_at
-            if opened is not None:
-                await self._sleep_or_stop(opened + min_window - time.monotonic())
-            # While no request slot is free, changes keep joining the window.
-            await self._sleep_or_stop(self.limiter.next_free_in())
-            if self._stopping.is_set():
-                return
-            await self.flush_once(sender)
-
-    async def _idle_until_dirty(self, sender: Sender) -> None:
-        """Wait for changes. Meanwhile, in ``process_id`` acceptance, spend spare
-        request slots on checking that accepted imports completed: a failed
-        one is sent again from the store."""
-        while not self._stopping.is_set() and not self._dirty.is_set():
-            try:
-                await self._first_of(asyncio.wait_for(self._dirty.wait(), PROCESS_CHECK_SECONDS))
-            except TimeoutError:
-                if self.settings.api.acceptance != "process_id":
-                    continue
-                if self.limiter.free_slots() <= self.limiter.limit // 2:
-                    continue  # keep the budget for changes
-                async with self._flush_lock:
-                    outcome = await sender.check_a_pending_import(PROCESS_CHECK_SECONDS)
-                if outcome is not None:
-                    self._settle({}, [], [], [], outcome)
-
-    async def flush_once(self, sender: Sender) -> None:
-        # One flush at a time: two in flight could deliver versions of one
-        # document out of order.
-        async with self._flush_lock:
-            await self._flush(sender)
-
-    async def _flush(self, sender: Sender) -> None:
-        docs = self.window.take()
-        self._dirty.clear()
-        if not docs:
-            return
-        now = time.monotonic()
-        plan = self.planner.plan(docs, now)
-        if plan.deferred:
-            self.window.put_back({ref: docs[ref] for ref in plan.deferred}, now)
-        outcome = await sender.send(plan)
-        self._settle(docs, plan.deferred, plan.unchanged, plan.rejected, outcome)
-        if len(self.window):
-            self._dirty.set()
-
-    def _settle(
-        self,
-        docs: dict[DocRef, DirtyDoc],
-        deferred: list[DocRef],
-        unchanged: list[DocRef],
-        rejected: list[tuple[DocRef, str]],
-        outcome: Outcome,
-    ) -> None:
-        self.stats.requests.update(outcome.requests)
-        self.stats.documents_sent += len(outcome.accepted)
-        self.stats.documents_unchanged += len(unchanged)
-        if outcome.accepted:
-            self.store.set_accepted(outcome.accepted)
-        if outcome.deleted:
-            self.store.forget_accepted(outcome.deleted)
-            self.store.forget_accepted_orders_of([key for _, key in outcome.deleted])
-        for ref, reason in rejected:
-            self._dead_letter_doc(ref, docs.get(ref), reason, b"")
-        for ref, reason, body in outcome.dead:
-            self._dead_letter_doc(ref, docs.get(ref), reason, body)
-        retry = set(outcome.retry)
-        if retry:
-            self.store.forget_accepted(sorted(retry))
-            now = time.monotonic()
-            self.window.put_back({r: docs.get(r) or DirtyDoc(first_seen=now) for r in retry}, now)
-            self._dirty.set()
-        keep = retry | set(deferred)
-        for ref, doc in docs.items():
-            if ref in keep:
-                continue
-            for position in self.acks.settle(doc.positions):
-                self.tracker.done(position.topic, position.partition, position.offset)
-
-    def _dead_letter_doc(self, ref: DocRef, doc: DirtyDoc | None, reason: str, body: bytes) -> None:
-        log.warning("dead-lettered %s %s: %s", ref[0].value, ref[1], reason)
-        self.stats.dead_letters += 1
-        if self._deadletters is not None and doc is not None and doc.positions:
-            self._deadletters.send_entity(
-                doc.positions[-1], f"{ref[0].value}:{ref[1]}".encode(), body, reason
-            )
-
-    async def commit(self, source: KafkaSource) -> None:
-        offsets = self.tracker.committable()
-        if not offsets:
-            return
-        if self._deadletters is not None and self.stats.dead_letters != self._dead_flushed:
-            await asyncio.to_thread(self._deadletters.flush)
-            self._dead_flushed = self.stats.dead_letters
-        await source.commit(offsets)
-        self.tracker.mark_committed(offsets)
-        self.stats.commits += 1
+            if self.ingest.ingest(records):
+                flusher.dirty.set()
+            source.release(batch_bytes(records))
+            await asyncio.sleep(0)
 
     async def _commit_loop(self, source: KafkaSource) -> None:
         while not self._stopping.is_set():
             await self._sleep_or_stop(COMMIT_INTERVAL_SECONDS)
-            await self.commit(source)
+            await self._commit(source)
 
-    # -- rebalance ----------------------------------------------------------
-
-    def _on_revoke(self, partitions: list[tuple[str, int]]) -> AnyMapping[tuple[str, int], int]:
-        """Called by the consumer thread: what to commit for the revoked partitions."""
-        if self._loop is None or self._loop.is_closed():
-            return {}
-        future = asyncio.run_coroutine_threadsafe(self._revoke(partitions), self._loop)
+    async def _commit(self, source: KafkaSource) -> None:
         try:
-            return future.result(timeout=self.settings.service.shutdown_grace_seconds)
+            await self.committer.commit(source)
+        except CommitFailed as exc:
+            # A rebalance or a lost role: the next owner commits; nothing is lost.
+            log.warning("%s; committing again later", exc)
+        except SourceError:
+            if source.revoking():
+                return  # a revocation commits for itself
+            raise
+
+    # -- rebalance callbacks (on Kafka's IO thread) -------------------------------------
+
+    def _on_revoke(self, partitions: list[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        """What to commit for partitions handed over in order."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return {}
+        future = asyncio.run_coroutine_threadsafe(self._revoke(partitions), loop)
+        try:
+            return future.result(timeout=REVOKE_BUDGET_SECONDS)
         except Exception:
             log.exception("revocation bookkeeping failed; nothing committed for %s", partitions)
             return {}
 
     async def _revoke(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        # Flush pending work if a request slot is free, within a budget well
-        # below the session timeout (heartbeats wait meanwhile); what does not
-        # make it is dropped uncommitted and redelivered to the new owner. The
-        # flush is shielded: cut short, it goes on and settles later.
-        sender = self._sender
-        if sender is not None and len(self.window) and self.limiter.next_free_in() == 0:
-            flush = asyncio.ensure_future(self.flush_once(sender))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(flush), REVOKE_FLUSH_SECONDS)
-        gone = set(partitions)
-        offsets = {p: o for p, o in self.tracker.committable().items() if p in gone}
-        self.tracker.revoke(partitions)
-        self.acks.forget_partitions(partitions)
+        await self.committer.flush_dead_letters()
+        offsets = self.committer.due(set(partitions))
+        self.committer.forget(partitions)
         return offsets
 
-    # -- run ------------------------------------------------------------------
+    def _on_lost(self, partitions: list[tuple[str, int]]) -> None:
+        log.warning("this instance is no longer active: it stops sending and stands by")
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.committer.forget, partitions)
+
+    # -- health -------------------------------------------------------------------------
 
     def _health_server(self) -> HealthServer | None:
         service = self.settings.service
@@ -395,40 +273,78 @@ class Service:
             service.health_host,
             service.health_port,
             alive=lambda: self.fatal is None,
-            ready=lambda: self._ready,
+            ready=lambda: self._streaming,
             metrics=self.metrics,
         )
 
     def metrics(self) -> dict[str, float | dict[str, float]]:
-        stats = self.stats
+        ingest = self.ingest.stats
+        flush = self.flusher.stats if self.flusher is not None else None
+        checker = self.checker
         return {
-            "records_total": stats.records,
-            "records_restored_total": stats.restored,
-            "records_skipped_total": dict(stats.skipped),
-            "dead_letters_total": stats.dead_letters,
-            "requests_total": dict(stats.requests),
-            "documents_sent_total": stats.documents_sent,
-            "documents_unchanged_total": stats.documents_unchanged,
-            "commits_total": stats.commits,
-            "pending_records": self.tracker.pending(),
-            "window_documents": len(self.window),
+            "records_total": ingest.records,
+            "records_restored_total": ingest.restored,
+            "records_skipped_total": dict(ingest.skipped),
+            "dead_letters_total": ingest.dead_letters + (flush.dead if flush else 0),
+            "requests_total": dict(flush.requests if flush else {}),
+            "documents_sent_total": flush.documents_sent if flush else 0,
+            "documents_unchanged_total": flush.documents_unchanged if flush else 0,
+            "commits_total": self.committer.commits,
+            "owed_documents": self.obligations.owed_count(),
+            "pending_imports": self.obligations.pending_imports(),
+            "process_checks_total": checker.checks if checker else 0,
             "rate_limit_free_slots": self.limiter.free_slots(),
+            "restore_progress_ratio": self.restore_progress,
+            "active": 1.0 if self._is_active() else 0.0,
         }
+
+    def stats(self) -> dict[str, Any]:
+        """The counters logged when the service stops (the demo reads them)."""
+        ingest = self.ingest.stats
+        flush = self.flusher.stats if self.flusher is not None else None
+        return {
+            "records": ingest.records,
+            "restored": ingest.restored,
+            "skipped": dict(ingest.skipped),
+            "dead_letters": ingest.dead_letters + (flush.dead if flush else 0),
+            "requests": dict(flush.requests if flush else {}),
+            "documents_sent": flush.documents_sent if flush else 0,
+            "documents_unchanged": flush.documents_unchanged if flush else 0,
+            "process_checks": self.checker.checks if self.checker else 0,
+            "commits": self.committer.commits,
+        }
+
+    # -- run ----------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         if not self._stopping.is_set():
-            log.info("stop requested: flushing what the budget allows, then committing")
+            log.info("stop requested: flushing what the grace allows, then committing")
+        self._stop_requested.set()
         self._stopping.set()
 
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.request_stop)
-        kafka = self.settings.kafka
-        if not await self._start_up():
+        health = self._health_server()
+        if health is not None:
+            await health.start()
+        try:
+            return await self._run()
+        finally:
+            self._streaming = False
+            if health is not None:
+                await health.stop()
+            if self._deadletters is not None:
+                self._deadletters.close()
             self.store.close()
+
+    async def _run(self) -> int:
+        if not await self._start_up():
             return EXIT_OK
-        source = KafkaSource(
+        settings = self.settings
+        kafka = settings.kafka
+        source = self.source = KafkaSource(
             SourceSettings(
                 bootstrap_servers=kafka.bootstrap_servers,
                 group_id=kafka.group_id,
@@ -438,91 +354,117 @@ class Service:
                 extra=kafka.extra,
             ),
             on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         api = ApiSettings(
-            base_url=self.settings.api.base_url,
-            api_key=self.settings.api_key,
-            timeout=self.settings.api.timeout_seconds,
+            base_url=settings.api.base_url,
+            api_key=settings.api_key,
+            timeout=settings.api.timeout_seconds,
         )
+        assert self._loop is not None
         source.start(self._loop)
         log.info(
             "consuming %s as group %s; sending to %s",
             ", ".join(self.mapping.topics()),
             kafka.group_id,
-            self.settings.api.base_url,
+            settings.api.base_url,
         )
-        health = self._health_server()
-        if health is not None:
-            await health.start()
-        self._ready = True
-        exit_code = EXIT_OK
+        self._streaming = True
         try:
-            async with RfmcubeClient(api, self.limiter) as client:
+            async with RfmcubeClient(api, self.limiter, may_send=self._is_active) as client:
                 sender = Sender(
                     client,
-                    max_request_bytes=self.settings.api.max_request_bytes,
-                    acceptance=self.settings.api.acceptance,
-                    trigger_integrations=self.settings.api.trigger_integrations,
+                    max_request_bytes=settings.api.max_request_bytes,
+                    trigger_integrations=settings.api.trigger_integrations,
                 )
-                self._sender = sender
-                exit_code = await self._supervise(source, sender)
+                self.flusher = Flusher(
+                    self.obligations,
+                    self.planner,
+                    sender,
+                    self.limiter,
+                    min_window=settings.pacing.min_window_seconds,
+                    max_documents=MAX_DOCUMENTS_PER_FLUSH,
+                    hold_imports=settings.api.acceptance == "completed",
+                    dead_letter_doc=self._dead_letter_doc,
+                    hurry_imports=lambda pids: self.checker.hurry(pids) if self.checker else None,
+                )
+                flusher = self.flusher
+                self.checker = ProcessChecker(
+                    self.obligations,
+                    client,
+                    self.limiter,
+                    on_failed=flusher.dirty.set,
+                )
+                return await self._supervise(source, flusher, self.checker)
         finally:
-            self._ready = False
-            if health is not None:
-                await health.stop()
+            self._streaming = False
             await source.stop()
-            if self._deadletters is not None:
-                self._deadletters.close()
-            self.store.close()
-        log.info("stopped: %s", orjson.dumps(self.stats.as_dict()).decode())
-        return exit_code
+            log.info("stopped: %s", orjson.dumps(self.stats()).decode())
 
-    async def _supervise(self, source: KafkaSource, sender: Sender) -> int:
-        tasks = [
-            asyncio.create_task(self._ingest_loop(source), name="ingest"),
-            asyncio.create_task(self._flush_loop(sender), name="flush"),
+    async def _supervise(
+        self, source: KafkaSource, flusher: Flusher, checker: ProcessChecker
+    ) -> int:
+        flushing = asyncio.create_task(flusher.run(self._stopping, self._is_active), name="flush")
+        others = [
+            asyncio.create_task(self._ingest_loop(source, flusher), name="ingest"),
+            asyncio.create_task(checker.run(self._stopping, self._is_active), name="checks"),
             asyncio.create_task(self._commit_loop(source), name="commit"),
         ]
+        tasks = [flushing, *others]
         stop = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
         failure = next((t for t in done if t is not stop and t.exception() is not None), None)
         self._stopping.set()
-        if failure is not None:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            error = failure.exception()
-            if isinstance(error, ApiFatal):
-                self.fatal = error
-                log.error("stopping: %s", error)
-                return EXIT_FATAL
-            assert error is not None
-            raise error
-        # Graceful stop: finish the current send, then flush what the budget allows.
+        self._stop_requested.set()
+        deadline = time.monotonic() + self.settings.service.shutdown_grace_seconds
+        for task in others:
+            task.cancel()
+        # The flush in progress may finish within the grace (it may be retrying
+        # against a dead API forever: then it is cut, and what it held stays owed).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(flushing), max(0.0, deadline - time.monotonic()))
+        flushing.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._final_flush(source, sender)
+        if failure is not None:
+            return self._exit_code(failure.exception())
+        await self._final_flush(source, flusher, deadline)
         return EXIT_OK
 
-    async def _final_flush(self, source: KafkaSource, sender: Sender) -> None:
-        deadline = time.monotonic() + self.settings.service.shutdown_grace_seconds
+    def _exit_code(self, error: BaseException | None) -> int:
+        self.fatal = error
+        if isinstance(error, ApiFatal):
+            log.error("stopping: %s", error)
+            return EXIT_API_REFUSED
+        if isinstance(error, DeadLetterFailed):
+            log.error(
+                "stopping: %s; check that the dead-letter topic %s exists and accepts writes",
+                error,
+                self.settings.kafka.dead_letter_topic,
+            )
+            return EXIT_DEAD_LETTERS
+        if isinstance(error, SourceError):
+            log.error("stopping: the Kafka consumer failed: %s", error.__cause__ or error)
+            return EXIT_KAFKA
+        assert error is not None
+        raise error
+
+    async def _final_flush(self, source: KafkaSource, flusher: Flusher, deadline: float) -> None:
+        """What the grace allows goes out; then the offsets are committed."""
         try:
-            while len(self.window) and time.monotonic() + self.limiter.next_free_in() < deadline:
-                # At least a short pause: orders waiting for their customer
-                # stay in the window, and must not turn this into a busy loop.
-                await asyncio.sleep(max(self.limiter.next_free_in(), 0.2))
-                await asyncio.wait_for(
-                    asyncio.shield(self.flush_once(sender)), max(0.1, deadline - time.monotonic())
+            while (
+                self.obligations.owed_count()
+                and self._is_active()
+                and time.monotonic() + self.limiter.next_free_in() < deadline
+            ):
+                await asyncio.sleep(self.limiter.next_free_in())
+                progressed = await asyncio.wait_for(
+                    asyncio.shield(flusher.flush_once()), max(0.1, deadline - time.monotonic())
                 )
+                if not progressed:
+                    break
         except TimeoutError:
-            log.warning("grace period over: unsent changes will be redelivered")
-        except ApiFatal as exc:
-            self.fatal = exc
-        await asyncio.shield(self.commit(source))
-
-
-def _next_offsets(records: list[RawRecord]) -> dict[tuple[str, int], int]:
-    offsets: dict[tuple[str, int], int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
-    return offsets
+            log.warning("grace period over: what is still owed stays in the store")
+        except (ApiFatal, NotActive) as exc:
+            log.warning("final flush stopped: %s", exc)
+        with contextlib.suppress(TimeoutError, CommitFailed, SourceError, DeadLetterFailed):
+            await asyncio.wait_for(asyncio.shield(self._commit(source)), 10.0)

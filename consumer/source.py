@@ -288,6 +288,10 @@ class KafkaSource:
 
         return await self._call(run)
 
+    def revoking(self) -> bool:
+        """Whether a revocation is being handled (commits wait for its end)."""
+        return self._revoking.is_set()
+
     def waiting_records(self) -> int:
         """Records polled and not yet taken by :meth:`get`."""
         with self._lock:

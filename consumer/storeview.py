@@ -1,6 +1,6 @@
-"""A read-only view of the state store for planning one window.
+"""A read-only view of the state store for planning one flush.
 
-The planner reads, for every dirty document, its row, an order's items and
+The planner reads, for every owed document, its row, an order's items and
 customer, a guest's other orders and the accepted hashes. The view loads all
 of that in a few bulk queries up front (see the note on the GIL in
 ``consumer/store.py``), then answers from memory; anything it did not foresee
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from consumer.store import DocRef, StateStore, StoredRow
-from schemas.entities import Kind, MappedRow
+from consumer.store import StateStore, StoredRow
+from schemas.entities import DocRef, Kind, MappedRow
 
 
 class StoreView:
@@ -36,8 +36,14 @@ class StoreView:
         }
         self._by_email = store.customers_by_email_many(emails)
         self._guest_orders = store.guest_orders_many(emails)
-        self._hashes = store.accepted_hashes(refs)
-        self._hashed = set(refs)
+        customer_emails = {
+            stored.row.email
+            for (kind, _), stored in self._rows.items()
+            if kind is Kind.CUSTOMER and stored.row.email
+        }
+        hashed = [*refs, *((Kind.GUEST, email) for email in emails | customer_emails)]
+        self._hashes = store.accepted_hashes(hashed)
+        self._hashed = set(hashed)
 
     def get(self, kind: Kind, key: str) -> StoredRow | None:
         if (kind, key) in self._known:
@@ -50,16 +56,20 @@ class StoreView:
 
     def items_of(self, order_key: str) -> list[MappedRow]:
         found = self._items.get(order_key)
-        return self._store.items_of(order_key) if found is None else found
+        if found is None:
+            found = self._store.items_of_many([order_key])[order_key]
+        return found
 
     def customer_by_email(self, email: str) -> MappedRow | None:
         if email in self._guest_orders:
             return self._by_email.get(email)
-        return self._store.customer_by_email(email)
+        return self._store.customers_by_email_many([email]).get(email)
 
     def guest_orders(self, email: str) -> list[StoredRow]:
         found = self._guest_orders.get(email)
-        return self._store.guest_orders(email) if found is None else found
+        if found is None:
+            found = self._store.guest_orders_many([email])[email]
+        return found
 
     def accepted_hash(self, doc: DocRef) -> str | None:
         if doc in self._hashed:

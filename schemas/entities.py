@@ -19,9 +19,33 @@ from schemas.debezium import Position
 
 
 class Kind(StrEnum):
+    """What a row or a document is. ``GUEST`` is never a table: it names the
+    customer Rfmcube holds for a guest checkout's email (keyed by that email)."""
+
     CUSTOMER = "customer"
     ORDER = "order"
     ITEM = "item"
+    GUEST = "guest"
+
+
+DocRef = tuple[Kind, str]
+"""A document Rfmcube holds: (CUSTOMER, key), (ORDER, key) or (GUEST, email)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerIdentity:
+    """Who to delete: ``delete_customer`` looks up by id first, then email."""
+
+    id: str | None
+    email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A document a change affects; ``deleted`` is set for a customer delete."""
+
+    doc: DocRef
+    deleted: CustomerIdentity | None = None
 
 
 @dataclass(frozen=True, slots=True)

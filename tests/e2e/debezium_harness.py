@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from e2e.database import (
     Postgres,
@@ -119,8 +120,11 @@ class DebeziumRun:
 
     def wait_some_commits(self, service: ServiceProcess, timeout: float = 60.0) -> None:
         """Until the service commits more than it had: it is streaming."""
-        start = self.committed()
         deadline = time.monotonic() + timeout
+        start = self.committed()
+        while start < 0 and time.monotonic() < deadline:
+            time.sleep(0.3)
+            start = self.committed()
         while time.monotonic() < deadline:
             if not service.running():
                 raise AssertionError(f"the service exited; its log:\n{service.log()[-4000:]}")
@@ -132,10 +136,14 @@ class DebeziumRun:
         )
 
     def committed(self) -> int:
+        """The group's committed records; -1 while the broker cannot say (it is still
+        loading its group coordinator after a restart)."""
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="e2e-offsets")
         try:
             offsets = admin.list_group_offsets(self.group).get(self.group, {})
             return sum(max(o.offset, 0) for tp, o in offsets.items() if tp.topic in self.topics)
+        except KafkaError:
+            return -1
         finally:
             admin.close()
 

@@ -25,7 +25,9 @@ async def test_records_polled_before_a_rebalance_are_delivered_after_it(
     for i in range(40):
         producer.send(topic, key=b"k%d" % i, value=b"v%d" % i, partition=i % 2)
     producer.flush()
-    source = KafkaSource(SourceSettings(kafka_bootstrap, group, (topic,), extra=FAST_GROUP))
+    source = KafkaSource(
+        SourceSettings(kafka_bootstrap, group, (topic,), extra=FAST_GROUP, single_active=False)
+    )
     source.start(asyncio.get_running_loop())
     try:
         # The source polls both partitions; nobody takes the records yet.

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -262,62 +260,6 @@ def test_a_poison_record_is_dead_lettered_and_the_rest_delivered(pipeline: Pipel
     assert "value is not JSON" in dead and f"from {orders_topic}[" in dead
 
 
-def _metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
-    return {name: float(value) for name, value in (line.split(" ") for line in lines)}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def test_a_rebalance_flushes_pending_work_before_giving_partitions_up(
-    pipeline: Pipeline,
-) -> None:
-    shop = pipeline.shop(seed=29)
-    shop.workload(customers=20, guest_orders=4)
-    pipeline.write_shop(shop)
-    port = _free_port()
-    # A minute-long window: nothing would go out for a minute but for the rebalance.
-    first = pipeline.start(
-        pacing={"min_window_seconds": 60},
-        service={"health_port": port, "health_host": "127.0.0.1"},
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if _metrics(port).get("rfmcube_cdc_window_documents", 0) > 0:
-                break
-        except OSError:
-            pass  # not listening yet
-        assert time.monotonic() < deadline, first.log()
-        time.sleep(0.3)
-    assert pipeline.api.requests() == []
-
-    joined = time.time()
-    # The newcomer holds its work for a minute too: only the first one's
-    # flush on revocation can explain a request now.
-    second = pipeline.start(
-        pacing={"min_window_seconds": 60}, store={"path": str(pipeline.folder / "second.db")}
-    )
-    deadline = time.monotonic() + 30
-    while not [r for r in pipeline.api.requests() if r["status"] == 200]:
-        assert time.monotonic() < deadline, "the revoked partitions' work was not flushed"
-        time.sleep(0.3)
-    assert pipeline.api.requests()[0]["time"] - joined < 20
-    assert second.stop() == 0
-    assert first.stop() == 0
-    # What the first one did not send, the second one (or a restart) does.
-    third = pipeline.start()
-    pipeline.wait_caught_up(third)
-    assert third.stop() == 0
-    pipeline.assert_equal(shop)
-
-
 def test_in_strict_mode_a_failed_import_is_sent_again_from_the_store(pipeline: Pipeline) -> None:
     # Seed 28: the first import's process fails (and applies nothing).
     pipeline.api.reset(process_fail_rate=0.5, seed=28)
@@ -348,4 +290,4 @@ def test_an_import_that_fails_after_acceptance_is_found_and_sent_again(
     pipeline.wait_caught_up(service)
     pipeline.wait_equal(shop, timeout=60)
     assert service.stop() == 0
-    assert "failed: its documents will be sent again" in service.log()
+    assert "documents will be sent again" in service.log()
