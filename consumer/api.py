@@ -66,6 +66,9 @@ class ApiSettings:
     base_url: str
     api_key: SecretStr
     timeout: float = 30.0
+    # Large bodies get longer: timeout + bytes / upload_bytes_per_second.
+    upload_bytes_per_second: float = 1_000_000.0
+    max_retry_after: float = 600.0  # a longer Retry-After is logged and cut to this
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     connections: int = 4  # keep-alive connections: the rate limit, not sockets, is the bottleneck
@@ -197,22 +200,40 @@ class RfmcubeClient:
             raise NotActive(f"{call}: not sent, this instance is not the active one")
         self.stats.requests[call] += 1
         headers = {"content-type": "application/json"} if body is not None else None
+        timeout = self.timeout_for(len(body or b""))
         started = time.monotonic()
         status: int | None = None
         try:
             async with session.request(
-                method, url, data=body, headers=headers, allow_redirects=False
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
                 status = response.status
                 payload = await response.read()
                 retry_after = response.headers.get("Retry-After")
         except TimeoutError as exc:
-            raise ApiRetriable(f"{call}: no answer within {self.settings.timeout:g} s") from exc
+            raise ApiRetriable(f"{call}: no answer within {timeout:g} s") from exc
         except aiohttp.ClientError as exc:
             raise ApiRetriable(f"{call}: {type(exc).__name__}: {exc}") from exc
         finally:
             self._report(call, status, time.monotonic() - started, len(body or b""))
         return self._interpret(call, status, payload, retry_after)
+
+    def timeout_for(self, size: int) -> float:
+        """A request's timeout: the base, plus the time to upload ``size`` bytes at the
+        slowest rate we accept (a 200 MB import must not be cut off forever)."""
+        return self.settings.timeout + size / self.settings.upload_bytes_per_second
+
+    def _capped(self, call: str, wait: float | None) -> float | None:
+        cap = self.settings.max_retry_after
+        if wait is not None and wait > cap:
+            log.warning("%s: the API asked to wait %.0f s; waiting %.0f s", call, wait, cap)
+            return cap
+        return wait
 
     def _report(self, call: str, status: int | None, seconds: float, size: int) -> None:
         if status is None:
@@ -249,7 +270,7 @@ class RfmcubeClient:
         elif status in (400, 422):
             error = ApiRejected(f"{call}: rejected ({status}): {message}", status=status)
         elif status == 429:
-            wait = _retry_after_seconds(retry_after)
+            wait = self._capped(call, _retry_after_seconds(retry_after))
             if wait is None:
                 wait = self.limiter.window
             self.limiter.pause_until(wait)
@@ -260,14 +281,14 @@ class RfmcubeClient:
             error = ApiRetriable(
                 f"{call}: server error ({status}): {message}",
                 status=status,
-                retry_after=_retry_after_seconds(retry_after),
+                retry_after=self._capped(call, _retry_after_seconds(retry_after)),
             )
         elif status == 404 and call == PROCESS_CALL:
             error = ApiRejected(f"process not found (404): {message}", status=status)
         else:
             error = ApiFatal(
                 f"{call}: unexpected answer {status} from {self.settings.base_url}: {message}; "
-                "check RFMCUBE_BASE_URL",
+                "check api.base_url",
                 status=status,
             )
         raise error

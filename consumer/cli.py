@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -86,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration ok: topics {', '.join(mapping.topics())}")
         return 0
     configure(settings.service.log_format, settings.service.log_level)
-    from consumer.service import Service
+    from consumer.service import EXIT_STORE, Service, StoreUnusable
 
-    return asyncio.run(Service(settings, mapping).run())
+    try:
+        return asyncio.run(Service(settings, mapping).run())
+    except StoreUnusable as exc:
+        logging.getLogger("consumer.service").error("stopping: %s", exc)
+        return EXIT_STORE
 
 
 if __name__ == "__main__":

@@ -96,6 +96,10 @@ class ApiConfig(_Section):
     base_url: str = "https://api.rfmcube.com/v1"
     key_file: Path | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
+    # A request's timeout grows with its body: timeout_seconds + bytes / this rate.
+    upload_bytes_per_second: int = Field(default=1_000_000, gt=0)
+    # A Retry-After beyond this is logged and cut to it.
+    max_retry_after_seconds: float = Field(default=600.0, gt=0)
     max_request_bytes: int = Field(default=200_000_000, gt=1000)
     acceptance: Literal["process_id", "completed"] = "process_id"
     trigger_integrations: bool = False
@@ -151,8 +155,10 @@ class PacingConfig(_Section):
 
 class StoreConfig(_Section):
     path: Path = Path("rfmcube-cdc.db")
-    # How long an order whose customer is unknown waits for that customer.
+    # How long an order whose customer is unknown holds its record for that customer.
     orphan_order_wait_seconds: float = Field(default=30.0, ge=0)
+    # Above this many documents owed to the API, reading pauses (resumes at 90 %).
+    max_owed_documents: int = Field(default=1_000_000, gt=0)
 
 
 def _upper(value: Any) -> Any:

@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -36,7 +37,7 @@ from consumer.api import ApiSettings, RfmcubeClient
 from consumer.commits import Committer
 from consumer.config import Settings
 from consumer.deadletter import DeadLetterFailed, DeadLetters
-from consumer.errors import ApiFatal, BrokerUnavailable, NotActive
+from consumer.errors import ApiFatal, BrokerUnavailable, NotActive, RfmcubeCdcError
 from consumer.flush import Flusher
 from consumer.health import HealthServer
 from consumer.imports import ProcessChecker
@@ -51,7 +52,7 @@ from consumer.store import StateStore
 from schemas.debezium import Position, RawRecord
 from schemas.entities import DocRef
 
-__all__ = ["EXIT_CODES", "Service"]
+__all__ = ["EXIT_CODES", "EXIT_STORE", "Service", "StoreUnusable"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +66,7 @@ EXIT_CONFIG = 2
 EXIT_API_REFUSED = 3
 EXIT_DEAD_LETTERS = 4
 EXIT_KAFKA = 5
+EXIT_STORE = 6
 EXIT_CODES = {
     EXIT_OK: "stopped by SIGTERM or SIGINT",
     1: "an unexpected error (a bug: the traceback is in the log)",
@@ -72,14 +74,25 @@ EXIT_CODES = {
     EXIT_API_REFUSED: "the API refused the key or the connector's platform (401, 403, 406)",
     EXIT_DEAD_LETTERS: "the dead-letter topic refused a dead letter",
     EXIT_KAFKA: "the Kafka consumer failed for good",
+    EXIT_STORE: "the store cannot be opened or written (permissions, a full or read-only disk)",
 }
+
+
+class StoreUnusable(RfmcubeCdcError):
+    """The SQLite store cannot be opened or written."""
 
 
 class Service:
     def __init__(self, settings: Settings, mapping: ShopMapping) -> None:
         self.settings = settings
         self.mapping = mapping
-        self.store = StateStore(settings.store.path)
+        try:
+            self.store = StateStore(settings.store.path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnusable(
+                f"the store {settings.store.path} cannot be opened ({exc}): check store.path"
+                " and that the volume is writable by this user"
+            ) from None
         self.obligations = Obligations(self.store)
         self.limiter = RateLimiter(
             settings.pacing.requests_per_minute, settings.pacing.window_seconds
@@ -102,6 +115,8 @@ class Service:
         self._streaming = False
         self.fatal: BaseException | None = None
         self.restore_progress = 0.0
+        self._restoring: asyncio.Future[int] | None = None
+        self._owed_checked_at = 0.0
 
     # -- dead letters ---------------------------------------------------------------
 
@@ -172,16 +187,17 @@ class Service:
             try:
                 if self._deadletters is None:
                     self._deadletters = await self._first_of(
-                        asyncio.to_thread(
-                            DeadLetters,
-                            kafka.bootstrap_servers,
-                            kafka.dead_letter_topic,
-                            extra=kafka.extra,
+                        _in_daemon_thread(
+                            lambda: DeadLetters(
+                                kafka.bootstrap_servers, kafka.dead_letter_topic, extra=kafka.extra
+                            )
                         )
                     )
                     if self._deadletters is None:
                         return False
-                await self._first_of(asyncio.to_thread(self.restore))
+                restoring = _in_daemon_thread(self.restore)
+                self._restoring = restoring
+                await self._first_of(asyncio.shield(restoring))
                 return not self._stopping.is_set()
             except BrokerUnavailable as exc:
                 log.warning("Kafka unavailable at start-up (%s): retrying in %.0f s", exc, delay)
@@ -220,11 +236,27 @@ class Service:
             if self.ingest.ingest(records):
                 flusher.dirty.set()
             source.release(batch_bytes(records))
+            self._bound_owed(source)
             await asyncio.sleep(0)
+
+    def _bound_owed(self, source: KafkaSource) -> None:
+        """Pause reading while more documents are owed than the bound (an API outage
+        of hours); resume below 90 % of it."""
+        now = time.monotonic()
+        if now - self._owed_checked_at < 1.0:
+            return  # counting the owed documents is a scan: once a second is enough
+        self._owed_checked_at = now
+        bound = self.settings.store.max_owed_documents
+        owed = self.obligations.owed_count()
+        if owed > bound:
+            source.hold(True)
+        elif owed <= bound * 0.9:
+            source.hold(False)
 
     async def _commit_loop(self, source: KafkaSource) -> None:
         while not self._stopping.is_set():
             await self._sleep_or_stop(COMMIT_INTERVAL_SECONDS)
+            self._bound_owed(source)  # also while paused: no batch comes to do it
             await self._commit(source)
 
     async def _commit(self, source: KafkaSource) -> None:
@@ -337,7 +369,20 @@ class Service:
                 await health.stop()
             if self._deadletters is not None:
                 self._deadletters.close()
-            self.store.close()
+            if await self._restore_ended():
+                self.store.close()
+
+    async def _restore_ended(self) -> bool:
+        """Whether no restore thread still writes to the store: it stops at its next
+        batch when asked to; past the grace, the process exits under it (SQLite
+        rolls the unfinished transaction back)."""
+        restoring = self._restoring
+        if restoring is None or restoring.done():
+            return True
+        grace = self.settings.service.shutdown_grace_seconds
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(restoring), grace)
+        return restoring.done()
 
     async def _run(self) -> int:
         if not await self._start_up():
@@ -360,6 +405,8 @@ class Service:
             base_url=settings.api.base_url,
             api_key=settings.api_key,
             timeout=settings.api.timeout_seconds,
+            upload_bytes_per_second=settings.api.upload_bytes_per_second,
+            max_retry_after=settings.api.max_retry_after_seconds,
         )
         assert self._loop is not None
         source.start(self._loop)
@@ -445,6 +492,14 @@ class Service:
         if isinstance(error, SourceError):
             log.error("stopping: the Kafka consumer failed: %s", error.__cause__ or error)
             return EXIT_KAFKA
+        if isinstance(error, sqlite3.Error | OSError):
+            log.error(
+                "stopping: the store %s cannot be written (%s): check the volume (space,"
+                " permissions); nothing owed is lost, it was not committed",
+                self.settings.store.path,
+                error,
+            )
+            return EXIT_STORE
         assert error is not None
         raise error
 
@@ -466,5 +521,36 @@ class Service:
             log.warning("grace period over: what is still owed stays in the store")
         except (ApiFatal, NotActive) as exc:
             log.warning("final flush stopped: %s", exc)
+        # The last commit gets what is left of the grace, and a few seconds at least.
         with contextlib.suppress(TimeoutError, CommitFailed, SourceError, DeadLetterFailed):
-            await asyncio.wait_for(asyncio.shield(self._commit(source)), 10.0)
+            await asyncio.wait_for(
+                asyncio.shield(self._commit(source)), max(3.0, deadline - time.monotonic())
+            )
+
+
+def _in_daemon_thread(work: Callable[[], T]) -> asyncio.Future[T]:
+    """``work()`` in a daemon thread: unlike the loop's default executor, nothing
+    waits for it at exit (a constructor blocked on an unreachable broker, say)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = work()
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="start-up", daemon=True).start()
+    return future

@@ -222,6 +222,7 @@ class KafkaSource:
         self._ready: deque[list[RawRecord]] = deque()
         self._pending_bytes = 0
         self._assigned: frozenset[PartitionId] = frozenset()
+        self._held = False  # the service owes too much: every partition paused
         # Revoked partitions whose polled records were dropped: the offset to resume at.
         self._resume_at: dict[PartitionId, int] = {}
 
@@ -287,6 +288,13 @@ class KafkaSource:
             return {tp: consumer.committed(TopicPartition(*tp)) for tp in wanted}
 
         return await self._call(run)
+
+    def hold(self, held: bool) -> None:
+        """Pause every partition (``True``) until released (``False``), whatever the
+        pending bytes: the service owes the API more than its bound."""
+        if held != self._held:
+            log.info("%s reading: %s", "pausing" if held else "resuming", "work owed to the API")
+        self._held = held
 
     def revoking(self) -> bool:
         """Whether a revocation is being handled (commits wait for its end)."""
@@ -460,12 +468,12 @@ class KafkaSource:
         with self._lock:
             pending = self._pending_bytes
         paused = consumer.paused()
-        if pending > limit:
+        if pending > limit or self._held:
             unpaused = set(consumer.assignment()) - set(paused)
             if unpaused:
                 log.info("pausing %d partitions: %d bytes pending", len(unpaused), pending)
                 consumer.pause(*unpaused)
-        elif paused and pending <= limit // 2:
+        elif paused and pending <= limit // 2 and not self._held:
             log.info("resuming %d partitions: %d bytes pending", len(paused), pending)
             consumer.resume(*paused)
 

@@ -265,3 +265,32 @@ async def test_an_unknown_call_is_refused_before_anything_is_sent(
         with pytest.raises(ValueError, match="unknown call"):
             await api.send("merge_everything", b"{}")
     assert fresh.requests() == []
+
+
+async def test_a_long_retry_after_is_capped_and_logged(
+    fresh: EmulatorProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server's window is an hour long: it asks to wait about that much.
+    fresh.reset(requests_per_minute=1, window_seconds=3600)
+    limiter = RateLimiter(10, 2.0)  # our own window: 2 s
+    settings = ApiSettings(
+        base_url=fresh.url, api_key=SecretStr(API_KEY), timeout=5.0, max_retry_after=1.0
+    )
+    body = orjson.dumps({"triggerIntegrations": False, "customer": customer(1)})
+    async with RfmcubeClient(settings, limiter) as client:
+        await client.send("merge_customer", body)
+        with caplog.at_level(logging.WARNING, logger="consumer.api"):
+            second = asyncio.ensure_future(client.send("merge_customer", body))
+            await asyncio.sleep(0.5)
+            assert any("waiting 1 s" in r.getMessage() for r in caplog.records)
+            assert limiter.next_free_in() <= 2.5  # not an hour: the cap, then our window
+            second.cancel()
+
+
+def test_a_large_body_gets_a_longer_timeout() -> None:
+    settings = ApiSettings(
+        base_url="https://api.example", api_key=SecretStr("k"), upload_bytes_per_second=1e6
+    )
+    client = RfmcubeClient(settings, RateLimiter(1, 60.0))
+    assert client.timeout_for(0) == 30.0
+    assert client.timeout_for(200_000_000) == 230.0

@@ -258,3 +258,32 @@ def test_guest_orders_sharing_a_customers_email_survive_its_delete_and_email_cha
     pipeline.wait_caught_up(service)
     pipeline.wait_equal(shop, timeout=30)
     assert service.stop() == 0
+
+
+def test_a_lost_store_with_work_owed_is_rebuilt_from_the_topics(pipeline: Pipeline) -> None:
+    # The disk is lost while changes are owed: the rows come back from the topics
+    # up to the committed offsets, and the uncommitted records owe their changes again.
+    shop = pipeline.shop(seed=79)
+    ids = [shop.sign_up() for _ in range(8)]
+    orders = [shop.place_order(c, items=2) for c in ids]
+    pipeline.write_shop(shop)
+    service = _settled(pipeline)
+    pipeline.wait_equal(shop, timeout=30)
+
+    pipeline.api.change(outage=True)
+    written = len(shop.records)
+    shop.delete_customer(ids[0])
+    shop.change_email(ids[1])
+    shop.edit_item(next(i for i, item in shop.items.items() if item["order_id"] == orders[2]))
+    since = time.time()
+    pipeline.write_shop(shop, written)
+    _kill_while_owed(pipeline, service, {"delete_customer", "import", "merge_order"}, since)
+    for suffix in ("", "-wal", "-shm"):
+        (pipeline.folder / f"state.db{suffix}").unlink(missing_ok=True)
+    pipeline.api.change(outage=False)
+
+    service = pipeline.start()
+    pipeline.wait_caught_up(service)
+    pipeline.wait_equal(shop, timeout=30)
+    assert service.stop() == 0
+    assert "store restored" in service.log()
