@@ -107,12 +107,14 @@ class RfmcubeClient:
         *,
         on_attempt: Callable[[Attempt], None] | None = None,
         may_send: Callable[[], bool] | None = None,
+        on_slot: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.limiter = limiter
         self.stats = ApiStats()
         self._on_attempt = on_attempt
         self._may_send = may_send
+        self._on_slot = on_slot
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -198,6 +200,8 @@ class RfmcubeClient:
         if self._may_send is not None and not self._may_send():
             # Checked after the wait for a slot, right before the request goes out.
             raise NotActive(f"{call}: not sent, this instance is not the active one")
+        if self._on_slot is not None:
+            self._on_slot()  # recorded before it goes: a restart must count it
         self.stats.requests[call] += 1
         headers = {"content-type": "application/json"} if body is not None else None
         timeout = self.timeout_for(len(body or b""))

@@ -42,6 +42,7 @@ DeadLetter = Callable[[RawRecord, str], None]
 class IngestStats:
     records: int = 0
     restored: int = 0
+    followed: int = 0  # applied by a standby's follower
     already_applied: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     dead_letters: int = 0
@@ -93,8 +94,23 @@ class Ingest:
         self.stats.dead_letters += 1
         self._dead_letter(record, reason)
 
-    def ingest(self, records: Sequence[RawRecord], *, owe: bool = True) -> int:
-        """Apply a batch; returns how many documents it made owed."""
+    def _count_bad(self, record: RawRecord, reason: str) -> None:
+        log.debug("bad record %s (the active dead-letters it): %s", record.position, reason)
+
+    def ingest(
+        self,
+        records: Sequence[RawRecord],
+        *,
+        owe: bool = True,
+        dead_letters: bool = True,
+        follower: bool = False,
+    ) -> int:
+        """Apply a batch; returns how many documents it made owed.
+
+        A standby's follower (``follower``) writes no dead letters (the active
+        does) and forgets the accepted hashes of what it touches (the active may
+        have sent them since)."""
+        bad = self._bad if dead_letters else self._count_bad
         applied = self.applied
         fresh: list[RawRecord] = []
         for record in records:
@@ -103,7 +119,7 @@ class Ingest:
                 try:
                     self.change_of(record)
                 except BadRecord as exc:
-                    self._bad(record, exc.reason)
+                    bad(record, exc.reason)
             else:
                 fresh.append(record)
         if not fresh:
@@ -113,22 +129,24 @@ class Ingest:
             try:
                 change = self.change_of(record)
             except BadRecord as exc:
-                self._bad(record, exc.reason)
+                bad(record, exc.reason)
                 continue
             if change is not None:
                 changes.append((record, change))
         touches = 0
-        with self.store.batch(owe=owe) as batch:
+        with self.store.batch(owe=owe, forget_accepted=follower) as batch:
             batch.now = self._clock()
             batch.prefetch((c.kind, c.key) for _, c in changes)
             for record, change in changes:
                 try:
                     touches += len(batch.apply(change))
                 except BadRecord as exc:
-                    self._bad(record, exc.reason)
+                    bad(record, exc.reason)
             batch.set_offsets(_next_offsets(fresh))
         self.applied = {**applied, **_next_offsets(fresh)}
-        if owe:
+        if follower:
+            self.stats.followed += len(fresh)
+        elif owe:
             self.stats.records += len(fresh)
             self.stats.touches += touches
         else:

@@ -19,7 +19,7 @@ only when the API accepted it, or when the import that carried it completed:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from consumer.store import StateStore
@@ -193,6 +193,36 @@ class Obligations:
                 " WHERE kind = 'order' AND parent IS NULL AND email = ?)",
                 (who.email,),
             )
+
+    def drop_delivered(self, committed: Mapping[PartitionId, int]) -> int:
+        """A standby's store: drop the obligations whose records are all below the
+        group's committed offsets (the active met them). Returns how many documents."""
+        with self.store.transaction() as db:
+            below = [(topic, partition, offset) for (topic, partition), offset in committed.items()]
+            touched = set()
+            for topic, partition, offset in below:
+                touched.update(
+                    db.execute(
+                        "SELECT kind, key FROM owed_marks"
+                        " WHERE topic = ? AND partition = ? AND last_offset < ?",
+                        (topic, partition, offset),
+                    ).fetchall()
+                )
+            db.executemany(
+                "DELETE FROM owed_marks WHERE topic = ? AND partition = ? AND last_offset < ?",
+                below,
+            )
+            dropped = 0
+            for kind, key in touched:
+                gone = db.execute(
+                    "DELETE FROM owed WHERE kind = ? AND key = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM owed_marks m WHERE m.kind = ? AND m.key = ?)",
+                    (kind, key, kind, key),
+                ).rowcount
+                if gone:
+                    dropped += 1
+                    db.execute("DELETE FROM owed_deletes WHERE kind = ? AND key = ?", (kind, key))
+        return dropped
 
     # -- commits -------------------------------------------------------------------
 

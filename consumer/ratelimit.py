@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 __all__ = ["RateLimiter"]
 
@@ -119,6 +119,23 @@ class RateLimiter:
                 self._queue[0].set_result(None)
         else:
             self._queue.remove(turn)  # cancelled while still behind others
+
+    # -- knowing what others sent -----------------------------------------------------
+
+    def seed(self, sent_ago: Iterable[float]) -> None:
+        """Count requests sent before this limiter existed, ``sent_ago`` seconds ago
+        each (a restarted instance's own, read back from its store)."""
+        now = self._clock()
+        stamps = sorted([*self._taken, *(now - ago for ago in sent_ago if ago >= 0)])
+        self._taken = deque(stamps)
+        self._expire(now)
+
+    def fill(self) -> None:
+        """Count the whole window as used, as of now: another instance may have sent
+        that much, and only the window's passing proves it did not matter."""
+        now = self._clock()
+        self._expire(now)
+        self._taken.extend([now] * (self.limit - len(self._taken)))
 
     # -- after a 429 ---------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from consumer.config import Settings
 from consumer.deadletter import DeadLetterFailed, DeadLetters
 from consumer.errors import ApiFatal, BrokerUnavailable, NotActive, RfmcubeCdcError
 from consumer.flush import Flusher
+from consumer.follower import Follower
 from consumer.health import HealthServer
 from consumer.imports import ProcessChecker
 from consumer.ingest import Ingest
@@ -108,6 +109,8 @@ class Service:
         self.flusher: Flusher | None = None
         self.checker: ProcessChecker | None = None
         self.source: KafkaSource | None = None
+        self.follower: Follower | None = None
+        self._sending_allowed = False  # see _take_role
         self._deadletters: DeadLetters | None = None
         self._stopping = asyncio.Event()
         self._stop_requested = threading.Event()  # seen by the start-up restore's thread
@@ -215,6 +218,8 @@ class Service:
         stopper.cancel()
         if not task.done():
             task.cancel()
+            # It may still fail before the cancellation lands: nobody waits for it.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
             return None
         return task.result()
 
@@ -224,7 +229,9 @@ class Service:
                 await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _is_active(self) -> bool:
-        return self.source is not None and self.source.is_active()
+        """May send now: the role is ours, its lease holds, and the limiter knows
+        what the instance before us may have sent."""
+        return self._sending_allowed and self.source is not None and self.source.is_active()
 
     # -- the loops --------------------------------------------------------------------
 
@@ -238,6 +245,63 @@ class Service:
             source.release(batch_bytes(records))
             self._bound_owed(source)
             await asyncio.sleep(0)
+
+    async def _standby_loop(self, source: KafkaSource) -> None:
+        """While another instance is active, keep the store warm (see consumer/follower.py)."""
+        kafka = self.settings.kafka
+        follower = self.follower = Follower(
+            self.ingest,
+            self.obligations,
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=kafka.group_id,
+            topics=self.mapping.topics(),
+            extra=kafka.extra,
+        )
+        standing_by = self._standing_by
+        while not self._stopping.is_set():
+            role = source.role()
+            if role == "active" and not self._sending_allowed:
+                await self._take_role(source)
+            elif role != "active":
+                self._sending_allowed = False
+            if standing_by(source):
+                await follower.run(lambda: standing_by(source))
+                if source.assignment():
+                    # The last commits of the instance before: what they cover is delivered.
+                    await follower.prune()
+                    log.info("taking over: the store followed up to %d records", follower.records)
+                continue
+            await self._sleep_or_stop(0.2)
+
+    def _standing_by(self, source: KafkaSource) -> bool:
+        return not self._stopping.is_set() and source.role() == "standby"
+
+    async def _take_role(self, source: KafkaSource) -> None:
+        """Before the first request: the key's budget is shared with whoever sent before.
+        Our own sends are in the store; another instance's are unknown, so its
+        window counts as full."""
+        window = self.limiter.window
+        try:
+            committers = await source.committed_by(source.assignment())
+        except SourceError:
+            return  # lost it again meanwhile: the next round decides
+        others = committers - {"", self.store.instance_id}
+        if others:
+            self.limiter.fill()
+            log.info(
+                "active, after another instance (%s): no request for up to %.0f s, the"
+                " budget it may have used in its last window",
+                ", ".join(sorted(others)),
+                window,
+            )
+        else:
+            now = time.time()
+            self.limiter.seed(now - at for at in self.store.sends_since(now - window))
+            log.info(
+                "active: %d requests of this store in the last window",
+                self.limiter.limit - self.limiter.free_slots(),
+            )
+        self._sending_allowed = True
 
     def _bound_owed(self, source: KafkaSource) -> None:
         """Pause reading while more documents are owed than the bound (an API outage
@@ -397,6 +461,7 @@ class Service:
                 client_id=kafka.client_id,
                 max_pending_bytes=kafka.max_pending_bytes,
                 extra=kafka.extra,
+                commit_metadata=self.store.instance_id,
             ),
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -418,7 +483,13 @@ class Service:
         )
         self._streaming = True
         try:
-            async with RfmcubeClient(api, self.limiter, may_send=self._is_active) as client:
+            window = self.limiter.window
+            async with RfmcubeClient(
+                api,
+                self.limiter,
+                may_send=self._is_active,
+                on_slot=lambda: self.store.record_send(time.time(), window),
+            ) as client:
                 sender = Sender(
                     client,
                     max_request_bytes=settings.api.max_request_bytes,
@@ -456,6 +527,7 @@ class Service:
             asyncio.create_task(self._ingest_loop(source, flusher), name="ingest"),
             asyncio.create_task(checker.run(self._stopping, self._is_active), name="checks"),
             asyncio.create_task(self._commit_loop(source), name="commit"),
+            asyncio.create_task(self._standby_loop(source), name="standby"),
         ]
         tasks = [flushing, *others]
         stop = asyncio.create_task(self._stopping.wait())

@@ -44,7 +44,7 @@ from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumer.assignor import HeartbeatLease, SingleActiveAssignor
+from consumer.assignor import NO_GENERATION, HeartbeatLease, SingleActiveAssignor
 from consumer.errors import BrokerUnavailable, ConfigError, RfmcubeCdcError
 from schemas.debezium import RawRecord
 
@@ -90,6 +90,7 @@ class SourceSettings:
     poll_timeout_ms: int = 200
     max_poll_records: int = 2000
     commit_timeout_ms: int = 30_000
+    commit_metadata: str = ""  # written with every commit (the service: its instance id)
     extra: Mapping[str, Any] = field(default_factory=dict)  # security settings etc.
     # Every partition to one member of the group; the others stand by (consumer/assignor.py).
     single_active: bool = True
@@ -140,9 +141,9 @@ def consumer_config(
     }
 
 
-def to_kafka_offsets(offsets: Mapping[PartitionId, int]) -> dict[Any, Any]:
+def to_kafka_offsets(offsets: Mapping[PartitionId, int], metadata: str = "") -> dict[Any, Any]:
     return {
-        TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+        TopicPartition(topic, partition): OffsetAndMetadata(offset, metadata, -1)
         for (topic, partition), offset in offsets.items()
     }
 
@@ -263,7 +264,7 @@ class KafkaSource:
         stop it from committing offsets of its former tenure."""
         if not offsets:
             return
-        kafka_offsets = to_kafka_offsets(offsets)
+        kafka_offsets = to_kafka_offsets(offsets, self._settings.commit_metadata)
         timeout_ms = self._settings.commit_timeout_ms
 
         def run(consumer: Any) -> None:
@@ -296,9 +297,29 @@ class KafkaSource:
             log.info("%s reading: %s", "pausing" if held else "resuming", "work owed to the API")
         self._held = held
 
+    def role(self) -> str:
+        """``active`` (owns partitions), ``standby`` (the group gave it none), or
+        ``joining`` (no answer from the group yet)."""
+        with self._lock:
+            if self._assigned:
+                return "active"
+        if self._assignor is not None and self._assignor.generation != NO_GENERATION:
+            return "standby"
+        return "joining"
+
     def revoking(self) -> bool:
         """Whether a revocation is being handled (commits wait for its end)."""
         return self._revoking.is_set()
+
+    async def committed_by(self, partitions: Iterable[PartitionId]) -> set[str]:
+        """The metadata of the group's commits of these partitions: who committed them."""
+        wanted = list(partitions)
+
+        def run(consumer: Any) -> set[str]:
+            found = (consumer.committed(TopicPartition(*tp), metadata=True) for tp in wanted)
+            return {c.metadata for c in found if c is not None}
+
+        return await self._call(run)
 
     def waiting_records(self) -> int:
         """Records polled and not yet taken by :meth:`get`."""
@@ -525,7 +546,7 @@ class KafkaSource:
         if not offsets:
             return
         try:
-            await consumer.commit_async(to_kafka_offsets(offsets))
+            await consumer.commit_async(to_kafka_offsets(offsets, self._settings.commit_metadata))
         except Exception:
             log.exception("commit of revoked partitions failed: %s", offsets)
         else:

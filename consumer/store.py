@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ CREATE TABLE IF NOT EXISTS import_marks (
     first_offset INTEGER NOT NULL, PRIMARY KEY (process_id, topic, partition)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS import_marks_by_partition ON import_marks (topic, partition);
+CREATE TABLE IF NOT EXISTS sends (at REAL NOT NULL);
 """
 
 
@@ -128,6 +130,26 @@ class StateStore:
         self._seq = int(found[0] or 0)
         self._in_transaction = False
 
+    @property
+    def instance_id(self) -> str:
+        """Who this store belongs to: written into commits, so that a member taking
+        over knows whether the last sender was itself."""
+        found = self.meta("instance_id")
+        if found is None:
+            found = uuid.uuid4().hex
+            self.set_meta("instance_id", found)
+        return found
+
+    def record_send(self, at: float, window: float) -> None:
+        """A request slot taken at ``at`` (wall clock); older than ``window`` is dropped."""
+        self.db.execute("DELETE FROM sends WHERE at < ?", (at - window,))
+        self.db.execute("INSERT INTO sends (at) VALUES (?)", (at,))
+
+    def sends_since(self, since: float) -> list[float]:
+        return [
+            float(at) for (at,) in self.db.execute("SELECT at FROM sends WHERE at >= ?", (since,))
+        ]
+
     def _migrate(self) -> None:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(rows)")}
         if "changed_ms" not in columns:  # a store of version 1
@@ -163,13 +185,13 @@ class StateStore:
             self._in_transaction = False
 
     @contextmanager
-    def batch(self, *, owe: bool = True) -> Iterator[StoreBatch]:
+    def batch(self, *, owe: bool = True, forget_accepted: bool = False) -> Iterator[StoreBatch]:
         """One transaction: the rows of a batch of changes, its offsets and, with
         ``owe``, the obligations it creates (a restore replays rows only)."""
         from consumer.storebatch import StoreBatch
 
         with self.transaction():
-            batch = StoreBatch(self, owe=owe)
+            batch = StoreBatch(self, owe=owe, forget_accepted=forget_accepted)
             yield batch
             batch.finish()
 

@@ -55,10 +55,13 @@ class _Owed:
 class StoreBatch:
     """Used inside :meth:`StateStore.batch`; rows are cached and written at the end."""
 
-    def __init__(self, store: StateStore, *, owe: bool = True) -> None:
+    def __init__(
+        self, store: StateStore, *, owe: bool = True, forget_accepted: bool = False
+    ) -> None:
         self._store = store
         self._db = store.db
         self._owe = owe
+        self._forget_accepted = forget_accepted
         self._rows: dict[tuple[Kind, str], StoredRow | None] = {}
         # Written rows, with their serialized fields and change time; None: removed.
         self._written: dict[tuple[Kind, str], tuple[StoredRow, bytes, int | None] | None] = {}
@@ -254,6 +257,11 @@ class StoreBatch:
                 for (topic, partition), (first, last) in o.marks.items()
             ],
         )
+        if self._forget_accepted:
+            db.executemany(
+                "DELETE FROM accepted WHERE kind = ? AND key = ?",
+                [(kind.value, key) for kind, key in self._owed],
+            )
         db.executemany(
             "INSERT INTO owed_deletes (seq, kind, key, id, email) VALUES (?, ?, ?, ?, ?)",
             [

@@ -119,8 +119,10 @@ def write_config(
     dead_letter_topic: str,
     mapping: str | None = None,
     sections: dict[str, dict[str, object]] | None = None,
+    name: str = "rfmcube-cdc.yaml",
 ) -> Path:
-    """A service configuration in ``folder`` (the store lives there too)."""
+    """A service configuration in ``folder`` (the store lives there too); ``name``
+    apart for each instance, since a process reads it only once it runs."""
     config: dict[str, dict[str, object]] = {
         "kafka": {
             "bootstrap_servers": bootstrap,
@@ -141,7 +143,7 @@ def write_config(
     if mapping is not None:
         (folder / "mapping.yaml").write_text(mapping, encoding="utf-8")
         lines.append("mapping: mapping.yaml")
-    path = folder / "rfmcube-cdc.yaml"
+    path = folder / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -66,7 +66,7 @@ class Pipeline:
     def write_shop(self, shop: Shop, start: int = 0, stop: int | None = None) -> None:
         self.write([(r.topic, r.key, r.value) for r in shop.records[start:stop]])
 
-    def config(self, **sections: dict[str, Any]) -> Path:
+    def config(self, name: str = "rfmcube-cdc.yaml", **sections: dict[str, Any]) -> Path:
         pacing = {"min_window_seconds": 0.3, **sections.pop("pacing", {})}
         # A SIGKILLed member holds its partitions for the session timeout:
         # keep it short so that a restarted service gets them back quickly.
@@ -82,11 +82,15 @@ class Pipeline:
             dead_letter_topic=self.dead_letters,
             mapping=mapping_for_prefix(self.prefix),
             sections={"pacing": pacing, "kafka": kafka, **sections},
+            name=name,
         )
 
     def start(self, **sections: dict[str, Any]) -> ServiceProcess:
+        number = len(self.services)
         service = ServiceProcess(
-            self.config(**sections), API_KEY, self.folder / f"service-{len(self.services)}.log"
+            self.config(f"service-{number}.yaml", **sections),
+            API_KEY,
+            self.folder / f"service-{number}.log",
         ).start()
         self.services.append(service)
         return service
