@@ -17,6 +17,7 @@ from typing import Any
 from schemas.debezium import UNAVAILABLE, Row
 
 from . import logical
+from .exactjson import InexactFloat
 from .logical import ColumnError, Converter, ValueDecodeError
 
 # What a value schema describes (see envelope.py for what each becomes).
@@ -64,6 +65,10 @@ class StructDecoder:
             raise ColumnError(f"{name}.{exc.column}", exc.reason, prefix=prefix) from None
         except ValueDecodeError as exc:
             raise ColumnError(name, str(exc), prefix=prefix) from None
+        except InexactFloat:
+            raise
+        except Exception as exc:  # a fault of ours or of a library: still this column's record
+            raise ColumnError(name, logical.unexpected(exc), prefix=prefix) from None
         return row
 
 
@@ -131,7 +136,7 @@ def field_converter(schema: Mapping[str, Any], placeholders: bool = True) -> Con
 def _struct_value(decode: StructDecoder) -> Converter:
     def convert(value: Any) -> Any:
         if value.__class__ is not dict:
-            raise ValueDecodeError(f"struct expects a JSON object, got {value!r}")
+            raise ValueDecodeError(f"struct expects a JSON object, got {logical.describe(value)}")
         return decode(value)
 
     return convert
@@ -140,7 +145,7 @@ def _struct_value(decode: StructDecoder) -> Converter:
 def _each(convert: Converter) -> Converter:
     def convert_items(items: Any) -> Any:
         if items.__class__ is not list:
-            raise ValueDecodeError(f"array expects a JSON list, got {items!r}")
+            raise ValueDecodeError(f"array expects a JSON list, got {logical.describe(items)}")
         return [None if item is None else convert(item) for item in items]
 
     return convert_items
@@ -149,7 +154,7 @@ def _each(convert: Converter) -> Converter:
 def _each_value(convert: Converter) -> Converter:
     def convert_values(items: Any) -> Any:
         if items.__class__ is not dict:
-            raise ValueDecodeError(f"map expects a JSON object, got {items!r}")
+            raise ValueDecodeError(f"map expects a JSON object, got {logical.describe(items)}")
         return {k: None if v is None else convert(v) for k, v in items.items()}
 
     return convert_values
@@ -162,10 +167,12 @@ def compile_struct(schema: Mapping[str, Any]) -> StructDecoder:
     meta: list[str] = []
     for field_schema in schema.get("fields") or ():
         if not isinstance(field_schema, Mapping):
-            raise ValueDecodeError(f"schema field is not an object: {field_schema!r}")
+            raise ValueDecodeError(
+                f"schema field is not an object, but {logical.describe(field_schema)}"
+            )
         field_name = field_schema.get("field")
         if not isinstance(field_name, str):
-            raise ValueDecodeError(f"schema field without a name: {field_schema!r}")
+            raise ValueDecodeError("schema field without a name")
         if field_name.startswith("__"):
             meta.append(field_name)
             continue
