@@ -35,17 +35,19 @@ from consumer.api import ApiSettings, RfmcubeClient
 from consumer.coalesce import DirtyDoc, RecordAcks, Window
 from consumer.config import Settings
 from consumer.deadletter import DeadLetters
-from consumer.decode import decode_record, parse_hint
+from consumer.decode import parse_hint
 from consumer.errors import ApiFatal, BadRecord, BrokerUnavailable
 from consumer.health import HealthServer
+from consumer.limits import RecordLimits
 from consumer.mapping import Mapping
 from consumer.offsets import OffsetTracker
 from consumer.planner import Planner
 from consumer.ratelimit import RateLimiter
+from consumer.records import change_of
 from consumer.sender import Outcome, Sender
 from consumer.source import KafkaSource, SourceSettings
 from consumer.store import DocRef, StateStore, Touch
-from schemas.debezium import ChangeEvent, Position, RawRecord
+from schemas.debezium import Position, RawRecord, Skipped
 from schemas.entities import EntityChange
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,8 @@ class Service:
             mark_deleted=mapping.mark_deleted if mapping.order_delete.policy == "mark" else None,
             orphan_wait=settings.store.orphan_order_wait_seconds,
         )
+        # TODO(lead): settings.limits.record_limits() once Settings has a ``limits`` section
+        self._limits = RecordLimits()
         self._hints = {
             topic: {col: parse_hint(h) for col, h in mapping.hints_for(topic).items()}
             for topic in mapping.topics()
@@ -117,21 +121,21 @@ class Service:
     # -- record handling (shared by ingest and restore) ---------------------
 
     def _change_of(self, record: RawRecord) -> EntityChange | None:
-        """Decode and map one record; None (after dead-lettering a bad one) if it
-        changes no entity."""
+        """Decode, map and check one record; None (after dead-lettering a bad one)
+        if it changes no entity."""
         try:
-            decoded = decode_record(record, self._hints.get(record.topic))
-            if not isinstance(decoded, ChangeEvent):
-                self.stats.skipped[decoded.kind] += 1
-                if decoded.kind in ("truncate", "message"):
-                    log.info("skipped %s record at %s", decoded.kind, decoded.position)
-                return None
-            change = self.mapping.map_event(decoded)
-        except BadRecord as exc:
+            change = change_of(record, self._hints.get(record.topic), self.mapping, self._limits)
+        except BadRecord as exc:  # change_of raises nothing else
             self._dead_letter(record, exc.reason)
             return None
         if change is None:
             self.stats.skipped["unmapped"] += 1
+            return None
+        if isinstance(change, Skipped):
+            self.stats.skipped[change.kind] += 1
+            if change.kind in ("truncate", "message"):
+                log.info("skipped %s record at %s", change.kind, change.position)
+            return None
         return change
 
     def _apply(self, records: list[RawRecord]) -> Iterator[tuple[Position, list[Touch]]]:
