@@ -209,11 +209,16 @@ def classify_value_schema(schema: Mapping[str, Any]) -> str:
     return FLAT
 
 
+def _kind(schema: Mapping[str, Any]) -> str:
+    kind = schema.get("type")
+    return kind if isinstance(kind, str) and len(kind) <= 16 else logical.describe(kind)
+
+
 def compile_value_schema(schema: Mapping[str, Any]) -> SchemaPlan:
     kind = classify_value_schema(schema)
     if kind == FLAT:
         if schema.get("type") != "struct":
-            raise ValueDecodeError(f"value schema is a {schema.get('type')}, not a struct")
+            raise ValueDecodeError(f"value schema is a {_kind(schema)}, not a struct")
         return SchemaPlan(FLAT, compile_struct(schema))
     if kind == ENVELOPE:
         fields = _fields(schema)
@@ -224,5 +229,5 @@ def compile_value_schema(schema: Mapping[str, Any]) -> SchemaPlan:
 
 def compile_key_schema(schema: Mapping[str, Any]) -> SchemaPlan:
     if schema.get("type") != "struct":
-        raise ValueDecodeError(f"key schema is a {schema.get('type')}, not a struct")
+        raise ValueDecodeError(f"key schema is a {_kind(schema)}, not a struct")
     return SchemaPlan(FLAT, compile_struct(schema))

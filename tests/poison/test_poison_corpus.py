@@ -6,7 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from corpus import POISON, Poison, customer, hostile_but_valid, key, schemaless, with_schema
+from corpus import (
+    POISON,
+    Poison,
+    customer,
+    hostile_but_valid,
+    item,
+    key,
+    order,
+    schemaless,
+    with_schema,
+)
 
 from consumer.decode import ColumnHint, parse_hint
 from consumer.errors import BadRecord
@@ -111,3 +121,36 @@ def test_limits_are_configurable_and_named_in_the_reason(
     assert isinstance(change_of(deep, hints[topic], mapping, RecordLimits()), EntityChange)
     with pytest.raises(BadRecord, match=r"column phone: JSON nested deeper than 2 levels"):
         change_of(deep, hints[topic], mapping, RecordLimits(max_json_depth=2))
+
+
+SECRET = "secret-4111111111111111"
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value"),
+    [
+        ("customers", "created_at", SECRET),  # zoned_timestamp hint
+        ("customers", "created_at", {"card": SECRET}),
+        ("customers", "newsletter", SECRET),  # bool hint
+        ("customers", "email", [SECRET]),
+        ("customers", "id", {"x": SECRET}),  # the key column, as text
+        ("orders", "amount", SECRET + "=="),  # decimal(2) hint: base64
+        ("orders", "amount", {"scale": SECRET, "value": SECRET}),
+        ("orders", "status", [SECRET]),
+        ("order_items", "quantity", SECRET),  # int hint
+        ("order_items", "order_id", {"x": SECRET}),
+    ],
+)
+def test_a_reason_never_quotes_the_value_of_a_column(
+    table: str,
+    column: str,
+    value: object,
+    mapping: Mapping,
+    hints: dict[str, dict[str, ColumnHint]],
+) -> None:
+    topic = f"shop.public.{table}"
+    row = {"customers": customer, "orders": order, "order_items": item}[table](7, **{column: value})
+    with pytest.raises(BadRecord) as caught:
+        change_of(raw(topic, key(7), schemaless(row)), hints[topic], mapping, RecordLimits())
+    assert f"column {column}" in caught.value.reason or "key" in caught.value.reason
+    assert "4111" not in caught.value.reason, caught.value.reason
