@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,37 @@ def hostile_records(draw: st.DrawFn) -> tuple[str, bytes, bytes]:
 @given(hostile_records())
 def test_any_json_in_any_column(store: StateStore, case: tuple[str, bytes, bytes]) -> None:
     outcome_is_sound(store, *case)
+
+
+@FUZZ
+@given(
+    st.sampled_from(["", "-"]),
+    st.text("0123456789", min_size=1, max_size=40),
+    st.integers(-60, 30),
+    st.integers(1, 50),
+    st.integers(0, 50),
+)
+def test_a_decimal_is_kept_exactly_when_within_the_limits(
+    store: StateStore, sign: str, digits: str, exponent: int, max_digits: int, max_scale: int
+) -> None:
+    text = f"{sign}{digits.lstrip('0') or '0'}E{exponent}"  # JSON: no leading zeros
+    number = Decimal(text)
+    _sign, kept, exp = number.as_tuple()
+    assert isinstance(exp, int)
+    within = len(kept) <= max_digits and (
+        -exp <= max_scale if exp < 0 else kept == (0,) or -(2**63) <= int(number) < 2**64
+    )
+    value = schemaless(order(900_200, amount=_SLOT), text.encode())
+    limits = RecordLimits(max_number_digits=max_digits, max_decimal_scale=max_scale)
+    record = RawRecord("shop.public.orders", 0, 5, key(900_200), value)
+    if not within:
+        with pytest.raises(BadRecord, match="column amount: "):
+            change_of(record, HINTS["shop.public.orders"], MAPPING, limits)
+        return
+    change = change_of(record, HINTS["shop.public.orders"], MAPPING, limits)
+    assert isinstance(change, EntityChange) and change.row is not None
+    assert change.row.fields["amount"] == number
+    with store.batch() as batch:
+        batch.apply(change)
+    stored = store.get(change.kind, change.key)
+    assert stored is not None and stored.row.fields["amount"] == number
