@@ -108,6 +108,7 @@ class _Invalid(Exception):
         super().__init__(problem)
         self.problem = problem
         self.path: list[str | int] = []  # filled innermost first, while unwinding
+        self.identity: str | None = None  # "key", "parent" or "email": not a field
 
 
 def _checked(change: EntityChange, mapping: Mapping, limits: RecordLimits) -> EntityChange:
@@ -129,11 +130,12 @@ def _checked(change: EntityChange, mapping: Mapping, limits: RecordLimits) -> En
 
 
 def _reason(invalid: _Invalid, topic: str, mapping: Mapping) -> str:
+    if invalid.identity is not None:
+        return f"{invalid.identity}: {invalid.problem}"
+    # the path goes on inside a JSON value: its keys are data, never said
     path = invalid.path[::-1]
-    if path and isinstance(path[0], str) and path[0].startswith("("):
-        return f"{path[0][1:-1]}: {invalid.problem}"  # key, parent or email
     column = mapping.column_of(topic, [p for p in path if isinstance(p, str)])
-    where = f"column {column}" if column else f"field {'.'.join(map(str, path))}"
+    where = f"column {column}" if column else f"field {path[0]}"
     return safe_reason(f"{where}: {invalid.problem}")
 
 
@@ -142,7 +144,7 @@ def _check_identity(label: str, text: str | None) -> None:
         try:
             _check_text(text)
         except _Invalid as exc:
-            exc.path.append(f"({label})")
+            exc.identity = label
             raise
 
 

@@ -42,7 +42,7 @@ class Poison:
     value: bytes | None
     reason: str  # a fragment of the dead-letter reason
     neighbour_key: bytes  # the same record without the poison: a valid change
-    neighbour_value: bytes
+    neighbour_value: bytes | None
 
     def topic(self, prefix: str = "shop") -> str:
         return f"{prefix}.public.{self.table}"
@@ -167,9 +167,9 @@ def _cases() -> list[Poison]:
     def add(
         name: str,
         table: str,
-        value: bytes,
+        value: bytes | None,
         reason: str,
-        neighbour: bytes,
+        neighbour: bytes | None,
         record_key: bytes | None = None,
     ) -> None:
         row_id = 900_001 + len(cases)
@@ -251,6 +251,23 @@ def _cases() -> list[Poison]:
         _surrogate(customer(n, email="a\udc00@example.com")),
         "column email: text with a lone surrogate",
         _surrogate(customer(n)),
+    )
+    n = next_id()
+    add(
+        "a lone surrogate in a guest's email (not a field)",
+        "orders",
+        _surrogate(order(n, customer_email="g\udc00@example.com")),
+        "email: text with a lone surrogate",
+        _surrogate(order(n)),
+    )
+    n = next_id()
+    add(
+        "a tombstone whose key holds a lone surrogate",
+        "customers",
+        None,
+        "key: text with a lone surrogate",
+        None,
+        record_key=json.dumps({"id": f"c{n}\ud800"}).encode(),
     )
     n = next_id()
     add(
