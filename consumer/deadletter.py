@@ -233,7 +233,8 @@ class DeadLetters:
             except kafka_errors.UnknownError:
                 # kafka-python 3.0 raises this when a batch it split after a
                 # MESSAGE_TOO_LARGE is in flight still: wait for the parts
-                if time.monotonic() < deadline:
+                if time.monotonic() + 0.05 < deadline:
+                    time.sleep(0.05)
                     continue
                 break
             except Exception as exc:
