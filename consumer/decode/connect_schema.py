@@ -105,7 +105,15 @@ def _is_tinyint_one(parameters: Mapping[str, str]) -> bool:
     return source_type in _TINYINT_NAMES and str(parameters.get(_SOURCE_LENGTH)) == "1"
 
 
-def field_converter(schema: Mapping[str, Any], placeholders: bool = True) -> Converter | None:
+# Structs compiled so far in one schema, by id(): each field is compiled twice (with
+# and without placeholder checks), so without it a struct nested n deep would be
+# compiled 2^n times: a schema 25 levels deep took minutes.
+_Compiled = dict[int, "StructDecoder"]
+
+
+def field_converter(
+    schema: Mapping[str, Any], placeholders: bool = True, compiled: _Compiled | None = None
+) -> Converter | None:
     """The converter of one field's values, or None when they stay as parsed."""
     kind = schema.get("type")
     name = schema.get("name")
@@ -122,13 +130,13 @@ def field_converter(schema: Mapping[str, Any], placeholders: bool = True) -> Con
         # bytes stay as their base64 text: the API takes JSON, not raw bytes
         return _placeholder_aware(None, placeholders)
     if kind == "struct":
-        nested = compile_struct(schema)
+        nested = compile_struct(schema, compiled)
         return _struct_value(nested) if nested.converters else None
     if kind == "array":
-        item = field_converter(schema.get("items") or {}, placeholders)
+        item = field_converter(schema.get("items") or {}, placeholders, compiled)
         return _placeholder_aware(None if item is None else _each(item), placeholders)
     if kind == "map":
-        item = field_converter(schema.get("values") or {}, placeholders)
+        item = field_converter(schema.get("values") or {}, placeholders, compiled)
         return _placeholder_aware(None if item is None else _each_value(item), placeholders)
     return None
 
@@ -160,8 +168,12 @@ def _each_value(convert: Converter) -> Converter:
     return convert_values
 
 
-def compile_struct(schema: Mapping[str, Any]) -> StructDecoder:
+def compile_struct(schema: Mapping[str, Any], compiled: _Compiled | None = None) -> StructDecoder:
     """The decoder of a struct schema's rows; raises ColumnError for an unusable column."""
+    compiled = {} if compiled is None else compiled
+    done = compiled.get(id(schema))
+    if done is not None:
+        return done
     converters: list[tuple[str, Converter]] = []
     plain_converters: list[tuple[str, Converter]] = []
     meta: list[str] = []
@@ -177,8 +189,8 @@ def compile_struct(schema: Mapping[str, Any]) -> StructDecoder:
             meta.append(field_name)
             continue
         try:
-            convert = field_converter(field_schema)
-            plain_convert = field_converter(field_schema, placeholders=False)
+            convert = field_converter(field_schema, True, compiled)
+            plain_convert = field_converter(field_schema, False, compiled)
         except ColumnError as exc:  # a nested struct's column
             raise ColumnError(f"{field_name}.{exc.column}", exc.reason) from None
         except ValueDecodeError as exc:
@@ -187,7 +199,9 @@ def compile_struct(schema: Mapping[str, Any]) -> StructDecoder:
             converters.append((field_name, convert))
         if plain_convert is not None:
             plain_converters.append((field_name, plain_convert))
-    return StructDecoder(tuple(converters), tuple(plain_converters), tuple(meta))
+    decoder = StructDecoder(tuple(converters), tuple(plain_converters), tuple(meta))
+    compiled[id(schema)] = decoder
+    return decoder
 
 
 def _fields(schema: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
