@@ -229,7 +229,17 @@ def _check_decimal(value: Decimal, limits: RecordLimits) -> None:
             and len(text) - 1 <= limits.max_number_digits  # counts a sign or a leading 0 too
         ):
             return
+    # as_tuple() takes 8 bytes a digit: a number of 16 million digits must not get there.
+    # Beside its digits, str() writes a sign, a point, "0.00000" or an exponent: < 24.
+    if len(text) > limits.max_number_digits + 24:
+        raise _too_many_digits(limits)
     _check_decimal_exactly(value, limits)
+
+
+def _too_many_digits(limits: RecordLimits) -> _Invalid:
+    return _Invalid(
+        f"a number of more than {limits.max_number_digits} digits (limits.max_number_digits)"
+    )
 
 
 def _check_decimal_exactly(value: Decimal, limits: RecordLimits) -> None:
@@ -238,10 +248,7 @@ def _check_decimal_exactly(value: Decimal, limits: RecordLimits) -> None:
     _sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite
     if len(digits) > limits.max_number_digits:
-        raise _Invalid(
-            f"a number of {len(digits)} digits, more than {limits.max_number_digits}"
-            " (limits.max_number_digits)"
-        )
+        raise _too_many_digits(limits)
     if exponent >= 0:
         # written without a point, it is read back as an int: it must be one orjson writes
         if digits != (0,) and (

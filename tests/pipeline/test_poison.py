@@ -17,7 +17,7 @@ Position = tuple[str, int, int]
 def _produce(
     bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]]
 ) -> list[Position]:
-    """Write records in order (a 16 MiB one included) and learn where each landed."""
+    """Write records in order (large ones included) and learn where each landed."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=20 * MIB)
     try:
         futures = [producer.send(topic, key=key, value=value) for topic, key, value in records]
@@ -50,14 +50,14 @@ def test_every_poison_is_dead_lettered_with_its_reason_and_the_shop_arrives_whol
     pipeline: Pipeline, kafka_admin: KafkaAdminClient
 ) -> None:
     customers_topic = pipeline.topics[0]
-    # The corpus holds a record over the 16 MiB record limit: let the topic take it.
+    # The corpus holds records of 10 and 16 MiB (one over the record limit): let the
+    # topics take them.
     kafka_admin.alter_configs(
         [
             ConfigResource(
-                ConfigResourceType.TOPIC,
-                customers_topic,
-                configs={"max.message.bytes": str(20 * MIB)},
+                ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(20 * MIB)}
             )
+            for topic in pipeline.topics
         ]
     )
     shop = pipeline.shop(seed=43)

@@ -353,8 +353,16 @@ def _cases() -> list[Poison]:
         "a number of 1,201 digits",
         "order_items",
         schemaless(item(n, unit_price=_SLOT), b"1" * 1200 + b".5"),
-        "column unit_price: a number of 1201 digits, more than 1000 (limits.max_number_digits)",
+        "column unit_price: a number of more than 1000 digits (limits.max_number_digits)",
         schemaless(item(n, unit_price=_SLOT), b"1" * 12 + b".5"),
+    )
+    n = next_id()
+    add(
+        "a number of 10 million digits",
+        "order_items",
+        schemaless(item(n, unit_price=_SLOT), b"1." + b"1" * 10_000_000),
+        "column unit_price: a number of more than 1000 digits (limits.max_number_digits)",
+        schemaless(item(n, unit_price=_SLOT), b"1." + b"1" * 900),
     )
     n = next_id()
     add(
