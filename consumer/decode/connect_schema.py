@@ -107,7 +107,7 @@ def _is_tinyint_one(parameters: Mapping[str, str]) -> bool:
 
 # Structs compiled so far in one schema, by id(): each field is compiled twice (with
 # and without placeholder checks), so without it a struct nested n deep would be
-# compiled 2^n times: a schema 25 levels deep took minutes.
+# compiled 2^n times: a struct nested 21 deep took 7 minutes.
 _Compiled = dict[int, "StructDecoder"]
 
 
