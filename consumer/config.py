@@ -51,6 +51,7 @@ from pydantic_settings import (
 from consumer import kafka_options
 from consumer.errors import ConfigError
 from consumer.kafka_options import KafkaOptions
+from consumer.limits import LimitsConfig
 
 API_KEY_ENV = "RFMCUBE_API_KEY"
 ENV_PREFIX = "RFMCUBE_CDC__"
@@ -193,6 +194,7 @@ class Settings(BaseSettings):
     pacing: PacingConfig = Field(default_factory=PacingConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     mapping: Path | None = None  # None: the reference shop mapping shipped with the package
 
     @property

@@ -23,11 +23,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from consumer.decode import decode_record, parse_hint
+from consumer.decode import parse_hint
 from consumer.errors import BadRecord
+from consumer.limits import RecordLimits
 from consumer.mapping import Mapping
+from consumer.records import change_of
 from consumer.store import StateStore
-from schemas.debezium import ChangeEvent, RawRecord
+from schemas.debezium import RawRecord, Skipped
 from schemas.entities import EntityChange
 
 __all__ = ["Ingest", "IngestStats"]
@@ -56,10 +58,12 @@ class Ingest:
         mapping: Mapping,
         *,
         dead_letter: DeadLetter,
+        limits: RecordLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.mapping = mapping
+        self._limits = limits or RecordLimits()
         self.stats = IngestStats()
         self._dead_letter = dead_letter
         self._clock = clock
@@ -71,20 +75,15 @@ class Ingest:
         self.applied: dict[PartitionId, int] = store.applied_offsets()
 
     def change_of(self, record: RawRecord) -> EntityChange | None:
-        """The mapped change of one record; None when it changes no entity.
-        Raises only BadRecord."""
-        try:
-            decoded = decode_record(record, self._hints.get(record.topic))
-            if not isinstance(decoded, ChangeEvent):
-                self.stats.skipped[decoded.kind] += 1
-                if decoded.kind in ("truncate", "message"):
-                    log.info("skipped %s record at %s", decoded.kind, decoded.position)
-                return None
-            change = self.mapping.map_event(decoded)
-        except BadRecord:
-            raise
-        except Exception as exc:  # one record must never stop the stream
-            raise BadRecord(record.position, f"{type(exc).__name__} while decoding") from None
+        """The mapped change of one record, checked for the store (the safety net
+        of :mod:`consumer.records`); None when it changes no entity. Raises only
+        BadRecord."""
+        change = change_of(record, self._hints.get(record.topic), self.mapping, self._limits)
+        if isinstance(change, Skipped):
+            self.stats.skipped[change.kind] += 1
+            if change.kind in ("truncate", "message"):
+                log.info("skipped %s record at %s", change.kind, change.position)
+            return None
         if change is None:
             self.stats.skipped["unmapped"] += 1
         return change

@@ -98,7 +98,12 @@ class Service:
         self.limiter = RateLimiter(
             settings.pacing.requests_per_minute, settings.pacing.window_seconds
         )
-        self.ingest = Ingest(self.store, mapping, dead_letter=self._dead_letter)
+        self.ingest = Ingest(
+            self.store,
+            mapping,
+            dead_letter=self._dead_letter,
+            limits=settings.limits.record_limits(),
+        )
         self.planner = Planner(
             self.store,
             self.obligations,

@@ -34,8 +34,9 @@ def decode_record(
     """Decode one Kafka record.
 
     ``hints`` maps column name → hint and is used only for values that carry
-    no schema. Raises :class:`BadRecord` with an actionable reason when the
-    record cannot be decoded.
+    no schema. Raises :class:`BadRecord` (and nothing else) with an actionable
+    reason when the record cannot be decoded; a reason names columns and
+    positions, never a column's value.
     """
     if record.topic.startswith(HEARTBEAT_TOPIC_PREFIX):
         return Skipped(record.position, "heartbeat")
@@ -52,11 +53,16 @@ def decode_record(
         raise BadRecord(record.position, str(exc)) from None
     except InexactFloat:  # cannot happen after the exact re-parse; never let it escape
         raise BadRecord(record.position, "a number could not be read exactly") from None
-    except (TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
-        # JSON of a shape no Debezium form has (a schema whose 'parameters' is a list, ...)
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:
+        # JSON of a shape no Debezium form has (a schema whose 'parameters' is a list, ...);
+        # the class only: an exception's message may quote a value
         raise BadRecord(
-            record.position, f"unexpected record shape ({type(exc).__name__}: {exc})"
+            record.position, f"unexpected record shape ({type(exc).__name__})"
         ) from None
+    except RecursionError:
+        raise BadRecord(record.position, "nested too deeply to decode (RecursionError)") from None
+    except Exception as exc:  # anything else: still this record's fault, never the stream's
+        raise BadRecord(record.position, f"cannot be decoded ({type(exc).__name__})") from None
 
 
 __all__ = ["ColumnHint", "decode_record", "parse_hint"]

@@ -17,7 +17,7 @@ from typing import Any
 from schemas.debezium import ChangeEvent, Decoded, Op, Position, Row, Skipped
 
 from .connect_schema import ENVELOPE, FLAT, HEARTBEAT, SCHEMA_CHANGE, TRANSACTION
-from .logical import ValueDecodeError
+from .logical import ValueDecodeError, describe
 
 RowDecoder = Callable[[Row], Row]
 KeyLoader = Callable[[], Row | None]
@@ -85,6 +85,11 @@ def _skip_detail(kind: str, payload: dict[str, Any]) -> str:
     return ""
 
 
+def _shown(op: Any) -> str:
+    """An op as the record wrote it, when short (an op is metadata, not a column)."""
+    return repr(op) if op.__class__ is str and len(op) <= 16 else describe(op)
+
+
 def _not_an_object(which: str, value: Any) -> ValueDecodeError:
     return ValueDecodeError(f"'{which}' is a JSON {type(value).__name__}, not an object")
 
@@ -106,7 +111,7 @@ def _from_envelope(
         skipped = _SKIPPED_OPS.get(op_text)  # type: ignore[arg-type]
         if skipped is not None:
             return Skipped(position, skipped, _source_table(payload))
-        raise ValueDecodeError(f"unknown op {op_text!r}")
+        raise ValueDecodeError(f"unknown op {_shown(op_text)}")
     # inlined image and number checks: this is the hot path of every row change
     before = payload.get("before")
     if before is not None:
@@ -174,7 +179,7 @@ def _from_flattened(
             skipped = _SKIPPED_OPS.get(op_text)
             if skipped is not None:
                 return Skipped(position, skipped, str(meta.get("__table") or ""))
-            raise ValueDecodeError(f"unknown op {op_text!r}")
+            raise ValueDecodeError(f"unknown op {_shown(op_text)}")
         op = known
     image = decode_row(row)
     return ChangeEvent(

@@ -11,6 +11,7 @@ as base64 or strings) pay for orjson only.
 from __future__ import annotations
 
 import json
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +23,7 @@ class InexactFloat(Exception):
 
 
 class NotJson(ValueError):
-    """The text is not JSON."""
+    """The text is not JSON; the message says where or why, never what the text holds."""
 
 
 def loads_fast(data: bytes | memoryview | str) -> Any:
@@ -43,19 +44,39 @@ def loads_exact(data: bytes | memoryview | str) -> Any:
     try:
         text = data if isinstance(data, str) else bytes(data).decode("utf-8")
         return _EXACT_DECODER.decode(text)
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise NotJson(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise NotJson(f"{exc.msg} at character {exc.pos} of {len(exc.doc)}") from None
+    except UnicodeDecodeError as exc:
+        raise NotJson(f"not UTF-8 at byte {exc.start}") from None
+    except RecursionError:
+        # orjson stops at 1024 levels, json near the interpreter's recursion limit
+        raise NotJson("nested too deeply to parse") from None
+    except ValueError:
+        # the only other ValueError of json: an integer past Python's int/str limit
+        limit = sys.get_int_max_str_digits()
+        raise NotJson(f"a number of more than {limit} digits") from None
 
 
 def contains_float(value: Any) -> bool:
-    """True when a float hides anywhere in a parsed JSON value."""
+    """True when a float hides anywhere in a parsed JSON value.
+
+    A loop, not a recursion: a value nested a thousand levels deep in a
+    column nobody maps must not raise RecursionError.
+    """
     cls = value.__class__
     if cls is float:
         return True
-    if cls is dict:
-        return any(contains_float(item) for item in value.values())
-    if cls is list:
-        return any(contains_float(item) for item in value)
+    if cls is not dict and cls is not list:
+        return False
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        for item in node.values() if node.__class__ is dict else node:
+            kind = item.__class__
+            if kind is float:
+                return True
+            if kind is dict or kind is list:
+                pending.append(item)
     return False
 
 
@@ -65,9 +86,3 @@ def loads_text_exact(text: str | bytes) -> Any:
     if contains_float(parsed):
         return loads_exact(text)
     return parsed
-
-
-def preview(data: bytes | str, limit: int = 60) -> str:
-    """The first characters of a payload, for an error message a person can read."""
-    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    return text[:limit] + ("…" if len(text) > limit else "")

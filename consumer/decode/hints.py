@@ -18,7 +18,7 @@ from schemas.debezium import UNAVAILABLE, Row
 
 from . import logical
 from .exactjson import InexactFloat, contains_float
-from .logical import ColumnError, Converter, ValueDecodeError
+from .logical import ColumnError, Converter, ValueDecodeError, describe, unexpected
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,18 +40,28 @@ def _string(value: Any) -> str:
         return "true" if value else "false"
     if cls is int or cls is Decimal:
         return str(value)
-    raise ValueDecodeError(f"string expects a string or a number, got {value!r}")
+    raise ValueDecodeError(f"string expects a string or a number, got {describe(value)}")
+
+
+# Kafka Connect's widest integer is int64; 20 digits also bound the work of
+# int() on a string or on a Decimal such as 1E+999999999 (a gigabyte of digits).
+_MAX_INT_DIGITS = 20
 
 
 def _integer(value: Any) -> int:
     cls = value.__class__
     if cls is int:
         return value  # type: ignore[no-any-return]
-    if cls is str and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if cls is Decimal and value == value.to_integral_value():
-        return int(value)
-    raise ValueDecodeError(f"int expects an integer, got {value!r}")
+    if cls is str:
+        digits = value.strip().removeprefix("-")
+        # isdecimal, not isdigit: '²' is a digit that int() refuses
+        if digits.isdecimal() and len(digits) <= _MAX_INT_DIGITS:
+            return int(value)
+    elif cls is Decimal and value.is_finite() and value == value.to_integral_value():
+        if value.adjusted() < _MAX_INT_DIGITS:
+            return int(value)
+        raise ValueDecodeError(f"int expects an integer of at most {_MAX_INT_DIGITS} digits")
+    raise ValueDecodeError(f"int expects an integer, got {describe(value)}")
 
 
 _SIMPLE_HINTS: dict[str, Converter] = {
@@ -118,6 +128,10 @@ def decode_schemaless_row(
                     row[name] = maybe_hint.decode(value)
     except ValueDecodeError as exc:
         raise ColumnError(name, str(exc), prefix=prefix) from None
+    except InexactFloat:
+        raise
+    except Exception as exc:  # a fault of ours or of a library: still this column's record
+        raise ColumnError(name, unexpected(exc), prefix=prefix) from None
     return row
 
 

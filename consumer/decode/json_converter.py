@@ -19,7 +19,7 @@ from schemas.debezium import Decoded, RawRecord, Row
 
 from . import envelope
 from .connect_schema import SchemaPlan, compile_key_schema, compile_value_schema
-from .exactjson import InexactFloat, NotJson, loads_exact, preview
+from .exactjson import InexactFloat, NotJson, loads_exact
 from .hints import ColumnHint, decode_schemaless_row
 from .logical import ColumnError, ValueDecodeError
 
@@ -81,14 +81,13 @@ _KEY_PLANS = PlanCache(compile_key_schema)
 def _parse(data: bytes | memoryview, loads: Loads, what: str) -> Any:
     try:
         return loads(data)
-    except ValueError:  # orjson.JSONDecodeError or NotJson
-        if loads is not loads_exact:
-            try:  # json reads what orjson refuses (NaN, Infinity)
-                return loads_exact(data)
-            except NotJson:
-                pass
-        raw = data.tobytes() if isinstance(data, memoryview) else data
-        raise ValueDecodeError(f"{what} is not JSON: {preview(raw)}") from None
+    except NotJson as exc:
+        raise ValueDecodeError(f"{what} is not JSON: {exc}") from None
+    except ValueError:  # orjson.JSONDecodeError
+        try:  # json reads what orjson refuses (NaN, Infinity, huge numbers)
+            return loads_exact(data)
+        except NotJson as exc:  # it says where, not what: the record may hold personal data
+            raise ValueDecodeError(f"{what} is not JSON: {exc}") from None
 
 
 def _is_envelope(document: Any) -> bool:

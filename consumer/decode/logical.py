@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .exactjson import InexactFloat, NotJson, contains_float, loads_text_exact, preview
+from .exactjson import InexactFloat, NotJson, contains_float, loads_text_exact
 
 Converter = Callable[[Any], Any]
 
 
 class ValueDecodeError(ValueError):
     """A value (or a whole record) that cannot be decoded; the text is the reason."""
+
+
+def unexpected(exc: BaseException) -> str:
+    """The reason for an exception no decoder meant to raise: its class, not its
+    message (which may quote the value)."""
+    return f"cannot be decoded ({type(exc).__name__})"
 
 
 class ColumnError(ValueDecodeError):
@@ -51,16 +58,34 @@ def is_unavailable_container(value: list[Any] | dict[str, Any]) -> bool:
     """The placeholder forms of array and hstore columns."""
     if isinstance(value, list):
         if len(value) == 1:
-            return value[0] in PLACEHOLDER_STRINGS
-        return value == _PLACEHOLDER_INT_LIST
+            first = value[0]  # may be a list or a dict: not hashable
+            return first.__class__ is str and first in PLACEHOLDER_STRINGS
+        return len(value) == len(_PLACEHOLDER_INT_LIST) and value == _PLACEHOLDER_INT_LIST
     return len(value) == 1 and value.get(PLACEHOLDER) == PLACEHOLDER
 
 
 # --- decimals --------------------------------------------------------------------------
 
 
-def _describe(value: Any) -> str:
-    return repr(preview(value) if isinstance(value, str) else value)
+def describe(value: Any) -> str:
+    """What a bad value is, for a reason: its type and size, never its content
+    (a column may hold personal data, and reasons reach logs and dead letters)."""
+    cls = value.__class__
+    if value is None:
+        return "null"
+    if cls is bool:
+        return "a boolean"
+    if cls is int:
+        return "an integer"
+    if cls is Decimal or cls is float:
+        return "a number"
+    if cls is str:
+        return f"a string of {len(value)} characters"
+    if cls is list:
+        return f"a JSON array of {len(value)} items"
+    if cls is dict:
+        return f"a JSON object of {len(value)} keys"
+    return f"a value of type {cls.__name__}"
 
 
 def decimal_from_base64(text: str, scale: int, what: str = "Decimal") -> Decimal:
@@ -68,12 +93,16 @@ def decimal_from_base64(text: str, scale: int, what: str = "Decimal") -> Decimal
     try:
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
-        raise ValueDecodeError(f"{what} expects base64 bytes, got {_describe(text)}") from None
+        raise ValueDecodeError(f"{what} expects base64 bytes, got {describe(text)}") from None
     if not raw:
         raise ValueDecodeError(f"{what} has empty bytes")
     unscaled = int.from_bytes(raw, "big", signed=True)
-    # the string constructor is exact; scaleb() would round to the context precision
-    return Decimal(f"{unscaled}E{-scale}") if scale else Decimal(unscaled)
+    try:
+        # the string constructor is exact; scaleb() would round to the context precision
+        return Decimal(f"{unscaled}E{-scale}") if scale else Decimal(f"{unscaled}")
+    except ValueError:  # str(int) refuses more digits than Python's int/str limit
+        limit = sys.get_int_max_str_digits()
+        raise ValueDecodeError(f"{what} of more than {limit} digits") from None
 
 
 def decimal_from_number(value: Any, what: str = "Decimal") -> Decimal:
@@ -90,7 +119,7 @@ def decimal_from_number(value: Any, what: str = "Decimal") -> Decimal:
             return Decimal(value)
         except InvalidOperation:
             pass
-    raise ValueDecodeError(f"{what} expects a number, got {_describe(value)}")
+    raise ValueDecodeError(f"{what} expects a number, got {describe(value)}")
 
 
 def _looks_numeric(text: str, scale: int) -> bool:
@@ -128,7 +157,8 @@ def variable_scale_decimal(value: Any) -> Decimal:
         raw = value.get("value")
         if scale.__class__ is not int or raw.__class__ is not str:
             raise ValueDecodeError(
-                f"VariableScaleDecimal expects {{scale: int, value: base64}}, got {value!r}"
+                "VariableScaleDecimal expects {scale: int, value: base64},"
+                f" got {describe(scale)} and {describe(raw)}"
             )
         return decimal_from_base64(raw, scale, "VariableScaleDecimal")
     return decimal_from_number(value, "VariableScaleDecimal")
@@ -150,32 +180,32 @@ _MICROS_PER_DAY = 86_400_000_000
 
 def _integer(value: Any, what: str) -> int:
     if value.__class__ is not int:
-        raise ValueDecodeError(f"{what} expects an integer, got {_describe(value)}")
+        raise ValueDecodeError(f"{what} expects an integer, got {describe(value)}")
     return int(value)
 
 
-def _timestamp(micros: int, what: str, original: int) -> datetime:
+def _timestamp(micros: int, what: str) -> datetime:
     try:
         return _EPOCH + timedelta(microseconds=micros)
     except OverflowError:
-        raise ValueDecodeError(f"{what} {original} is out of the datetime range") from None
+        raise ValueDecodeError(f"{what} is out of the datetime range") from None
 
 
 def epoch_millis(value: Any, what: str = "Timestamp") -> datetime:
     """Milliseconds since the epoch as UTC wall clock (never local time)."""
     millis = _integer(value, what)
-    return _timestamp(millis * 1000, what, millis)
+    return _timestamp(millis * 1000, what)
 
 
 def epoch_micros(value: Any, what: str = "MicroTimestamp") -> datetime:
     micros = _integer(value, what)
-    return _timestamp(micros, what, micros)
+    return _timestamp(micros, what)
 
 
 def epoch_nanos(value: Any, what: str = "NanoTimestamp") -> datetime:
     """Nanoseconds are floored to microseconds (Python's resolution)."""
     nanos = _integer(value, what)
-    return _timestamp(nanos // 1000, what, nanos)
+    return _timestamp(nanos // 1000, what)
 
 
 def date_days(value: Any, what: str = "Date") -> date:
@@ -183,14 +213,14 @@ def date_days(value: Any, what: str = "Date") -> date:
     try:
         return date.fromordinal(_EPOCH_ORDINAL + days)
     except (ValueError, OverflowError):
-        raise ValueDecodeError(f"{what} {days} is out of the date range") from None
+        raise ValueDecodeError(f"{what} is out of the date range") from None
 
 
-def _time_of_day(micros: int, what: str, original: int) -> time:
+def _time_of_day(micros: int, what: str) -> time:
     if micros == _MICROS_PER_DAY:
         return time.max  # PostgreSQL's '24:00:00' has no Python equivalent
     if not 0 <= micros < _MICROS_PER_DAY:
-        raise ValueDecodeError(f"{what} {original} is not a time of day")
+        raise ValueDecodeError(f"{what} is not a time of day")
     seconds, micro = divmod(micros, 1_000_000)
     minutes, second = divmod(seconds, 60)
     hour, minute = divmod(minutes, 60)
@@ -199,46 +229,46 @@ def _time_of_day(micros: int, what: str, original: int) -> time:
 
 def time_millis(value: Any, what: str = "Time") -> time:
     millis = _integer(value, what)
-    return _time_of_day(millis * 1000, what, millis)
+    return _time_of_day(millis * 1000, what)
 
 
 def time_micros(value: Any, what: str = "MicroTime") -> time:
     micros = _integer(value, what)
-    return _time_of_day(micros, what, micros)
+    return _time_of_day(micros, what)
 
 
 def time_nanos(value: Any, what: str = "NanoTime") -> time:
     nanos = _integer(value, what)
-    return _time_of_day(nanos // 1000, what, nanos)
+    return _time_of_day(nanos // 1000, what)
 
 
 def zoned_timestamp(value: Any, what: str = "ZonedTimestamp") -> datetime:
     """An ISO-8601 string with an offset (``Z`` or ``+02:00``), 0-9 fractional digits."""
     if value.__class__ is not str:
-        raise ValueDecodeError(f"{what} expects an ISO-8601 string, got {_describe(value)}")
+        raise ValueDecodeError(f"{what} expects an ISO-8601 string, got {describe(value)}")
     try:
         # Python >= 3.11 reads 'Z' and truncates digits past the sixth (µs resolution)
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueDecodeError(f"{what} is not ISO-8601: {_describe(value)}") from None
+        raise ValueDecodeError(f"{what} is not ISO-8601: {describe(value)}") from None
     zone = parsed.tzinfo
     if zone is UTC:  # the usual 'Z'
         return parsed
     if zone is None:
-        raise ValueDecodeError(f"{what} has no UTC offset: {_describe(value)}")
+        raise ValueDecodeError(f"{what} has no UTC offset: {describe(value)}")
     return parsed.astimezone(UTC)
 
 
 def zoned_time(value: Any, what: str = "ZonedTime") -> time:
     """A time of day with an offset, normalised to UTC."""
     if value.__class__ is not str:
-        raise ValueDecodeError(f"{what} expects an ISO-8601 string, got {_describe(value)}")
+        raise ValueDecodeError(f"{what} expects an ISO-8601 string, got {describe(value)}")
     try:
         parsed = time.fromisoformat(value)
     except ValueError:
-        raise ValueDecodeError(f"{what} is not ISO-8601: {_describe(value)}") from None
+        raise ValueDecodeError(f"{what} is not ISO-8601: {describe(value)}") from None
     if parsed.tzinfo is None:
-        raise ValueDecodeError(f"{what} has no UTC offset: {_describe(value)}")
+        raise ValueDecodeError(f"{what} has no UTC offset: {describe(value)}")
     on_a_day = datetime.combine(date(2000, 1, 1), parsed).astimezone(UTC)
     return on_a_day.timetz()
 
@@ -251,8 +281,8 @@ def json_document(value: Any, what: str = "Json") -> Any:
     if value.__class__ is str:
         try:
             return loads_text_exact(value)
-        except NotJson:
-            raise ValueDecodeError(f"{what} holds invalid JSON: {_describe(value)}") from None
+        except NotJson as exc:
+            raise ValueDecodeError(f"{what} holds invalid JSON: {exc}") from None
     if contains_float(value):
         raise InexactFloat
     return value
@@ -267,7 +297,7 @@ def boolean(value: Any, what: str = "boolean") -> bool:
         return bool(value != 0)
     if cls is str and value in ("true", "false"):
         return bool(value == "true")
-    raise ValueDecodeError(f"{what} expects true/false or 0/1, got {_describe(value)}")
+    raise ValueDecodeError(f"{what} expects true/false or 0/1, got {describe(value)}")
 
 
 LogicalFactory = Callable[[Mapping[str, str]], Converter]
@@ -280,7 +310,8 @@ def _decimal_factory(parameters: Mapping[str, str]) -> Converter:
     try:
         return fixed_scale_decimal(int(scale))
     except ValueError:
-        raise ValueDecodeError(f"Decimal with a non-integer scale parameter {scale!r}") from None
+        shown = repr(scale) if len(str(scale)) <= 16 else describe(scale)
+        raise ValueDecodeError(f"Decimal with a non-integer scale parameter {shown}") from None
 
 
 def _fixed(converter: Callable[[Any, str], Any], what: str) -> LogicalFactory:

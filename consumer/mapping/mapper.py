@@ -12,6 +12,7 @@ is listed in ``MappedRow.unavailable`` by its field path, never put in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,17 @@ class Mapping:
 
     def topic_of(self, kind: Kind) -> str | None:
         return next((t.topic for t in self._tables.values() if t.kind is kind), None)
+
+    def column_of(self, topic: str, path: Sequence[str]) -> str | None:
+        """The column that feeds a field path, or a path inside that field's value
+        (``("delivery", "province")`` → ``delivery_province``); None if none does."""
+        table = self._tables.get(topic)
+        if table is None:
+            return None
+        for rule in table.fields:
+            if tuple(path[: len(rule.path)]) == rule.path:
+                return rule.column
+        return None
 
     def hints_for(self, topic: str) -> dict[str, str]:
         """Column → type hint (``decimal(2)``, ``zoned_timestamp``) for schemaless records."""
@@ -147,6 +159,10 @@ def map_row(table: TableRules, values: Row, position: Position) -> MappedRow:
                 value = rule.convert(value)
             except Reject as exc:
                 raise BadRecord(position, f"column {column}: {exc}") from None
+            except Exception as exc:  # not meant to happen: the class only, never the value
+                raise BadRecord(
+                    position, f"column {column}: cannot be mapped ({type(exc).__name__})"
+                ) from None
         path = rule.path
         if len(path) == 1:
             fields[path[0]] = value

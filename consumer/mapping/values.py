@@ -3,7 +3,9 @@
 Every converter takes one decoded column value (never None, never
 UNAVAILABLE: the caller handles those) and returns the value to put in a
 document, or raises :class:`Reject` with a short reason such as
-``expected a decimal, got 'abc'``.
+``expected a decimal, got a string of 3 characters``: the type and size of a
+bad value, never the value (it may be personal data, and reasons reach logs
+and the dead-letter topic).
 
 Timestamps are written as ``YYYY-MM-DDTHH:MM:SSZ`` in UTC, truncated to the
 second: exactly the format of Rfmcube's documentation, and a sub-second
@@ -21,6 +23,7 @@ from typing import Any
 
 from consumer.decode import parse_hint
 from consumer.decode.hints import HINT_NAMES
+from consumer.decode.logical import describe
 
 Converter = Callable[[Any], Any]
 
@@ -29,9 +32,9 @@ class Reject(ValueError):
     """A value that cannot become the field it feeds; the message is the reason."""
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+# An identifier written from a number: more digits than any key type holds (numeric(38)
+# has 38) means a hostile value, such as 1E+999999999 (a gigabyte once written out).
+MAX_TEXT_NUMBER_DIGITS = 100
 
 
 def iso_utc(moment: datetime) -> str:
@@ -49,7 +52,7 @@ def _parse_iso(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text.strip())
     except ValueError:
-        raise Reject(f"expected a timestamp, got {_shown(text)}") from None
+        raise Reject(f"expected a timestamp, got {describe(text)}") from None
 
 
 def to_timestamp(value: Any) -> str:
@@ -59,14 +62,14 @@ def to_timestamp(value: Any) -> str:
         return iso_utc(_parse_iso(value))
     if isinstance(value, date):
         return f"{value.isoformat()}T00:00:00Z"
-    raise Reject(f"expected a timestamp, got {_shown(value)}")
+    raise Reject(f"expected a timestamp, got {describe(value)}")
 
 
 def to_decimal(value: Any) -> Decimal:
     """Money: exact. Floats only arrive from schemaless JSON without a type hint;
     their shortest repr is the number as written in the record."""
     if isinstance(value, bool):
-        raise Reject(f"expected a decimal, got {_shown(value)}")
+        raise Reject(f"expected a decimal, got {describe(value)}")
     number: Decimal
     if isinstance(value, Decimal):
         number = value
@@ -78,11 +81,11 @@ def to_decimal(value: Any) -> Decimal:
         try:
             number = Decimal(value.strip())
         except InvalidOperation:
-            raise Reject(f"expected a decimal, got {_shown(value)}") from None
+            raise Reject(f"expected a decimal, got {describe(value)}") from None
     else:
-        raise Reject(f"expected a decimal, got {_shown(value)}")
+        raise Reject(f"expected a decimal, got {describe(value)}")
     if not number.is_finite():
-        raise Reject(f"expected a finite decimal, got {_shown(value)}")
+        raise Reject("expected a finite decimal, got NaN or Infinity")
     return number
 
 
@@ -91,17 +94,24 @@ def to_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
-        raise Reject(f"expected text or an integer, got {_shown(value)}")
+        raise Reject(f"expected text or an integer, got {describe(value)}")
     if isinstance(value, int | uuid.UUID):
         return str(value)
     if isinstance(value, Decimal) and value.is_finite():
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite
+        if value.adjusted() >= MAX_TEXT_NUMBER_DIGITS or exponent < -MAX_TEXT_NUMBER_DIGITS:
+            raise Reject(
+                f"expected text or an integer, got a number of more than"
+                f" {MAX_TEXT_NUMBER_DIGITS} digits"
+            )
         return format(value, "f")
-    raise Reject(f"expected text or an integer, got {_shown(value)}")
+    raise Reject(f"expected text or an integer, got {describe(value)}")
 
 
 def to_email(value: Any) -> str:
     if not isinstance(value, str):
-        raise Reject(f"expected an email address, got {_shown(value)}")
+        raise Reject(f"expected an email address, got {describe(value)}")
     email = value.strip()
     if not email:
         raise Reject("expected an email address, got an empty string")
@@ -121,7 +131,7 @@ def to_json_value(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise Reject(f"expected a finite number, got {_shown(value)}")
+            raise Reject("expected a finite number, got NaN or Infinity")
         return value
     if isinstance(value, uuid.UUID):
         return str(value)

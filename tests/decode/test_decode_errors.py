@@ -21,16 +21,21 @@ def reason_of(raw: Any, hints: dict[str, Any] | None = None) -> str:
     return caught.value.reason
 
 
-def test_value_that_is_not_json_names_its_first_characters() -> None:
+def test_value_that_is_not_json_says_where_not_what() -> None:
+    # a record may hold personal data: the reason gives positions, never content
     reason = reason_of(record(None, {"id": 1}, raw_value=b"<order id='1'>" + b"x" * 100))
-    assert reason.startswith("value is not JSON: <order id='1'>xxx")
-    assert len(reason) < 100
+    assert reason == "value is not JSON: Expecting value at character 0 of 114"
+    truncated = b'{"before":null,"after":{"id":1,"email":"ada@example.com"'
+    reason = reason_of(record(None, {"id": 1}, raw_value=truncated))
+    assert reason == f"value is not JSON: Expecting ',' delimiter at character {len(truncated)}" + (
+        f" of {len(truncated)}"
+    )
 
 
 def test_key_that_is_not_json() -> None:
     raw = record({"id": 1, "status": "paid"})
     raw = type(raw)(raw.topic, raw.partition, raw.offset, b"id=1", raw.value)
-    assert reason_of(raw) == "key is not JSON: id=1"
+    assert reason_of(raw) == "key is not JSON: Expecting value at character 0 of 4"
 
 
 def test_unknown_op() -> None:
@@ -47,7 +52,7 @@ def test_decimal_without_scale_parameter_names_the_column() -> None:
     assert reason == "column amount: Decimal without scale parameter"
 
 
-def test_wrong_value_type_names_column_type_and_value() -> None:
+def test_wrong_value_type_names_column_and_type_not_value() -> None:
     schema = struct(
         "x.Value",
         [
@@ -55,16 +60,22 @@ def test_wrong_value_type_names_column_type_and_value() -> None:
         ],
     )
     reason = reason_of(record(with_schema(schema, {"created_at": "abc"}), {"id": 1}))
-    assert reason == "column created_at: MicroTimestamp expects an integer, got 'abc'"
+    assert (
+        reason
+        == "column created_at: MicroTimestamp expects an integer, got a string of 3 characters"
+    )
 
 
 def test_bad_value_through_a_hint_names_the_column() -> None:
     hints = {"created_at": parse_hint("epoch_micros")}
     reason = reason_of(record({"id": 1, "created_at": "abc"}, {"id": 1}), hints)
-    assert reason == "column created_at: MicroTimestamp expects an integer, got 'abc'"
+    assert (
+        reason
+        == "column created_at: MicroTimestamp expects an integer, got a string of 3 characters"
+    )
     hints = {"amount": parse_hint("decimal(2)")}
     reason = reason_of(record({"id": 1, "amount": "@@@@"}, {"id": 1}), hints)
-    assert reason == "column amount: Decimal expects base64 bytes, got '@@@@'"
+    assert reason == "column amount: Decimal expects base64 bytes, got a string of 4 characters"
 
 
 def test_bad_key_column_says_it_is_in_the_key() -> None:
@@ -72,7 +83,7 @@ def test_bad_key_column_says_it_is_in_the_key() -> None:
     raw = record({"id": 1}, {"created_at": "yesterday"})
     assert (
         reason_of(raw, hints)
-        == "key column created_at: ZonedTimestamp is not ISO-8601: 'yesterday'"
+        == "key column created_at: ZonedTimestamp is not ISO-8601: a string of 9 characters"
     )
 
 
@@ -92,4 +103,4 @@ def test_schema_registry_wire_format_is_refused_with_a_hint() -> None:
 def test_timestamp_out_of_range() -> None:
     hints = {"t": parse_hint("epoch_micros")}
     reason = reason_of(record({"t": 9223372036854775807}, {"id": 1}), hints)
-    assert reason == "column t: MicroTimestamp 9223372036854775807 is out of the datetime range"
+    assert reason == "column t: MicroTimestamp is out of the datetime range"
