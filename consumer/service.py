@@ -219,14 +219,15 @@ class Service:
         """The awaitable's result, or None when the service is asked to stop first."""
         task = asyncio.ensure_future(awaitable)
         stopper = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not task.done():
-            task.cancel()
-            # It may still fail before the cancellation lands: nobody waits for it.
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            return None
-        return task.result()
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+                # It may still fail before the cancellation lands: nobody waits for it.
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task.result() if task.done() and not task.cancelled() else None
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         if seconds > 0:
