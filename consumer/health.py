@@ -1,29 +1,18 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` on a small aiohttp server.
 
-Liveness says the loops are running; readiness says the store was restored
-and the consumer is polling; metrics are Prometheus text, written by hand
-(a few counters do not justify a client library).
+Liveness says the process is not failing; readiness says the store was
+restored and the consumer polls, as the active instance or as a standby;
+metrics are Prometheus text from ``prometheus_client`` (consumer/metrics.py).
+The server starts before anything else, so a liveness probe never kills a
+long start-up restore.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from aiohttp import web
-
-Metrics = Callable[[], Mapping[str, float | Mapping[str, float]]]
-
-
-def _prometheus(metrics: Mapping[str, float | Mapping[str, float]]) -> str:
-    lines: list[str] = []
-    for name, value in sorted(metrics.items()):
-        metric = f"rfmcube_cdc_{name}"
-        if isinstance(value, Mapping):
-            for label, number in sorted(value.items()):
-                lines.append(f'{metric}{{kind="{label}"}} {number}')
-        else:
-            lines.append(f"{metric} {value}")
-    return "\n".join(lines) + "\n"
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
 class HealthServer:
@@ -34,7 +23,7 @@ class HealthServer:
         *,
         alive: Callable[[], bool],
         ready: Callable[[], bool],
-        metrics: Metrics,
+        metrics: CollectorRegistry,
     ) -> None:
         self._host, self._port = host, port
         self._alive, self._ready, self._metrics = alive, ready, metrics
@@ -62,4 +51,5 @@ class HealthServer:
         return web.Response(status=200 if ok else 503, text="ready\n" if ok else "not ready\n")
 
     async def _metrics_page(self, _: web.Request) -> web.Response:
-        return web.Response(text=_prometheus(self._metrics()), content_type="text/plain")
+        body = generate_latest(self._metrics)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -56,6 +56,8 @@ class RateLimiter:
         self._paused_until = float("-inf")
         # One future per waiter; the head's future is resolved when it may go.
         self._queue: deque[asyncio.Future[None]] = deque()
+        self.waits = 0  # acquisitions that had to wait (for metrics)
+        self.waited_seconds = 0.0
 
     # -- state -----------------------------------------------------------------
 
@@ -101,6 +103,14 @@ class RateLimiter:
         """Wait for a slot (in arrival order), then take it: the request may go now."""
         if self.try_acquire():
             return
+        self.waits += 1
+        started = self._clock()
+        try:
+            await self._wait_for_turn()
+        finally:
+            self.waited_seconds += self._clock() - started
+
+    async def _wait_for_turn(self) -> None:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(turn)
         try:

@@ -38,12 +38,13 @@ from consumer.commits import Committer
 from consumer.config import Settings
 from consumer.deadletter import DeadLetterFailed, DeadLetters
 from consumer.errors import ApiFatal, BrokerUnavailable, NotActive, RfmcubeCdcError
-from consumer.flush import Flusher
+from consumer.flush import Flusher, FlushStats
 from consumer.follower import Follower
 from consumer.health import HealthServer
 from consumer.imports import ProcessChecker
 from consumer.ingest import Ingest
 from consumer.mapping import Mapping as ShopMapping
+from consumer.metrics import Metrics, ServiceState
 from consumer.obligations import Obligations
 from consumer.planner import Planner
 from consumer.ratelimit import RateLimiter
@@ -115,6 +116,8 @@ class Service:
         self.checker: ProcessChecker | None = None
         self.source: KafkaSource | None = None
         self.follower: Follower | None = None
+        self.client: RfmcubeClient | None = None
+        self.prometheus = Metrics(self)
         self._sending_allowed = False  # see _take_role
         self._deadletters: DeadLetters | None = None
         self._stopping = asyncio.Event()
@@ -291,6 +294,9 @@ class Service:
             committers = await source.committed_by(source.assignment())
         except SourceError:
             return  # lost it again meanwhile: the next round decides
+        with contextlib.suppress(SourceError):
+            found = await source.committed(source.assignment())
+            self.committer.committed.update({tp: o for tp, o in found.items() if o is not None})
         others = committers - {"", self.store.instance_id}
         if others:
             self.limiter.fill()
@@ -376,29 +382,49 @@ class Service:
             service.health_port,
             alive=lambda: self.fatal is None,
             ready=lambda: self._streaming,
-            metrics=self.metrics,
+            metrics=self.prometheus.registry,
         )
 
-    def metrics(self) -> dict[str, float | dict[str, float]]:
+    def metrics_state(self) -> ServiceState:
+        """What /metrics reports (consumer/metrics.py reads it at each scrape)."""
         ingest = self.ingest.stats
-        flush = self.flusher.stats if self.flusher is not None else None
-        checker = self.checker
-        return {
-            "records_total": ingest.records,
-            "records_restored_total": ingest.restored,
-            "records_skipped_total": dict(ingest.skipped),
-            "dead_letters_total": ingest.dead_letters + (flush.dead if flush else 0),
-            "requests_total": dict(flush.requests if flush else {}),
-            "documents_sent_total": flush.documents_sent if flush else 0,
-            "documents_unchanged_total": flush.documents_unchanged if flush else 0,
-            "commits_total": self.committer.commits,
-            "owed_documents": self.obligations.owed_count(),
-            "pending_imports": self.obligations.pending_imports(),
-            "process_checks_total": checker.checks if checker else 0,
-            "rate_limit_free_slots": self.limiter.free_slots(),
-            "restore_progress_ratio": self.restore_progress,
-            "active": 1.0 if self._is_active() else 0.0,
-        }
+        flush = self.flusher.stats if self.flusher is not None else FlushStats()
+        source = self.source
+        lag: dict[tuple[str, int], int] = {}
+        if source is not None:
+            for tp, end in source.highwaters().items():
+                committed = self.committer.committed.get(tp)
+                if committed is not None:
+                    lag[tp] = max(0, end - committed)
+        oldest = self.obligations.oldest_since()
+        return ServiceState(
+            records={
+                "read": ingest.records,
+                "restored": ingest.restored,
+                "followed": ingest.followed,
+            },
+            skipped=dict(ingest.skipped),
+            dead_letters={"record": ingest.dead_letters, "entity": flush.dead},
+            documents={
+                "sent": flush.documents_sent,
+                "unchanged": flush.documents_unchanged,
+                "parked": flush.parked,
+            },
+            retries=dict(self.client.stats.retries) if self.client is not None else {},
+            processes=dict(self.checker.outcomes) if self.checker is not None else {},
+            limiter_waits=self.limiter.waits,
+            limiter_wait_seconds=self.limiter.waited_seconds,
+            free_slots=self.limiter.free_slots(),
+            owed_documents=self.obligations.owed_count(),
+            owed_age_seconds=0.0 if oldest is None else max(0.0, time.time() - oldest),
+            pending_imports=self.obligations.pending_imports(),
+            commits=self.committer.commits,
+            lag=lag,
+            last_accepted_at=flush.last_accepted_at,
+            last_commit_at=self.committer.last_commit_at,
+            restore_progress=self.restore_progress,
+            active=self._is_active(),
+        )
 
     def stats(self) -> dict[str, Any]:
         """The counters logged when the service stops (the demo reads them)."""
@@ -495,7 +521,9 @@ class Service:
                 self.limiter,
                 may_send=self._is_active,
                 on_slot=lambda: self.store.record_send(time.time(), window),
+                on_attempt=self.prometheus.attempt,
             ) as client:
+                self.client = client
                 sender = Sender(
                     client,
                     max_request_bytes=settings.api.max_request_bytes,

@@ -224,6 +224,7 @@ class KafkaSource:
         self._pending_bytes = 0
         self._assigned: frozenset[PartitionId] = frozenset()
         self._held = False  # the service owes too much: every partition paused
+        self._highwaters: dict[PartitionId, int] = {}  # log end offsets seen in fetches
         # Revoked partitions whose polled records were dropped: the offset to resume at.
         self._resume_at: dict[PartitionId, int] = {}
 
@@ -296,6 +297,11 @@ class KafkaSource:
         if held != self._held:
             log.info("%s reading: %s", "pausing" if held else "resuming", "work owed to the API")
         self._held = held
+
+    def highwaters(self) -> dict[PartitionId, int]:
+        """The log end offset of each owned partition, as the last fetch saw it."""
+        with self._lock:
+            return dict(self._highwaters)
 
     def role(self) -> str:
         """``active`` (owns partitions), ``standby`` (the group gave it none), or
@@ -417,10 +423,11 @@ class KafkaSource:
                 self._apply_memory_bound(consumer)
                 polled = consumer.poll(timeout_ms=self._settings.poll_timeout_ms)
                 self._hand_over(polled)
+                assigned = consumer.assignment()
+                ends = {(tp.topic, tp.partition): consumer.highwater(tp) for tp in assigned}
                 with self._lock:
-                    self._assigned = frozenset(
-                        (tp.topic, tp.partition) for tp in consumer.assignment()
-                    )
+                    self._assigned = frozenset((tp.topic, tp.partition) for tp in assigned)
+                    self._highwaters = {tp: end for tp, end in ends.items() if end is not None}
         except BaseException as exc:
             log.exception("the Kafka source thread failed")
             self._failure = exc
