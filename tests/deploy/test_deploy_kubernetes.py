@@ -120,6 +120,9 @@ def test_the_rendered_configuration_is_accepted_by_the_service(
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": kafka["RFMCUBE_CDC__KAFKA__EXTRA__SASL_PLAIN_USERNAME"].strip(),
         "sasl_plain_password": kafka["RFMCUBE_CDC__KAFKA__EXTRA__SASL_PLAIN_PASSWORD"].strip(),
+        # a failover within about ten seconds
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 3000,
     }
     # The mapping beside it in the ConfigMap is the reference shop's, and loads.
     assert settings.mapping is not None

@@ -288,3 +288,13 @@ def test_the_command_refuses_a_bad_mapping_at_start_up(
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "configuration refused" in err and "entities.customers.colums" in err
+
+
+def test_the_configuration_in_readme_is_accepted(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## Running it", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "rfmcube-cdc.yaml"
+    config.write_text(example, encoding="utf-8")
+    settings = load_settings(config)
+    assert settings.pacing.requests_per_minute == 60
+    assert settings.limits.max_json_depth == 64
