@@ -1,6 +1,8 @@
 """The service in-process, with meters on its stages: where the time goes.
 
     python -m bench.instrument --config C --report R.json [--cprofile DIR]
+        [--no-meters] [--parallel N] [--gc-threshold A,B,C] [--gc-freeze]
+        [--commit-interval S]
 
 Runs ``rfmcube-cdc run`` exactly as the CLI does, after wrapping the
 functions of each stage (decode, mapping, store, planning, serializing,
@@ -19,11 +21,17 @@ so the meters of such a run are not comparable with a run without it.
 
 The meters cost about 1 µs per wrapped call; decode and mapping are wrapped
 per record (about 30 µs together), everything else per batch.
+
+The other options are prototypes of the routes bench/README.md measures,
+patched in at run time (no file of the service changes): ``--parallel N``
+decodes and maps through ``consumer.parallel.DecodeStage``; ``--gc-*`` tune
+the garbage collector; ``--commit-interval`` shortens the commit loop's sleep.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import functools
 import gc
@@ -166,7 +174,7 @@ def install(meters: Meters) -> None:
     """Wrap the stages of the service as it is today (consumer/service.py & co)."""
     from kafka.consumer.fetcher import Fetcher
 
-    from consumer import planner, sender, service, source, store
+    from consumer import api, planner, sender, service, source, store
     from consumer.mapping import Mapping
 
     # main thread, per record
@@ -204,6 +212,76 @@ def install(meters: Meters) -> None:
     service.Service.ingest = ingest  # type: ignore[method-assign]
     meters.wrap_async(service.Service, "_flush", "flush")
     meters.wrap_async(source.KafkaSource, "commit", "commit")
+    meters.wrap_async(api.RfmcubeClient, "send", "api call")
+
+
+class _Stopped(Exception):
+    """The service was asked to stop while the prototype's ingest loop read."""
+
+
+def install_parallel(workers: int) -> None:
+    """Prototype, not the product: the service's ingest loop through
+    :class:`consumer.parallel.DecodeStage` (decode and mapping in ``workers``
+    processes), patched in at run time so that no file of the service changes.
+
+    The stage starts beside the start-up; the ingest loop takes batches with
+    their results from ``stage.decoded(source.get)``, and ``_change_of``
+    handles a result as it handled a decoded record (restore, with no stage
+    results, still decodes inline)."""
+    from consumer import service
+    from consumer.mapping.loading import read_text
+    from consumer.parallel import DecodeStage, Rejected
+    from schemas.entities import EntityChange
+
+    original_start_up = service.Service._start_up
+    original_change_of = service.Service._change_of
+
+    async def start_up(self: Any) -> bool:
+        text, source = read_text(self.settings.mapping)
+        self._stage = DecodeStage(text, mapping_source=source, workers=workers)
+        starting = asyncio.ensure_future(asyncio.to_thread(self._stage.start))
+        try:
+            return bool(await original_start_up(self))
+        finally:
+            await starting
+
+    def change_of(self: Any, record: Any) -> Any:
+        results = getattr(self, "_results", None)
+        if results is None:
+            return original_change_of(self, record)
+        result = next(results)
+        if isinstance(result, EntityChange):
+            return result
+        if result is None:
+            self.stats.skipped["unmapped"] += 1
+        elif isinstance(result, Rejected):
+            self._dead_letter(record, result.reason)
+        else:
+            self.stats.skipped[result.kind] += 1
+        return None
+
+    async def ingest_loop(self: Any, source: Any) -> None:
+        async def get() -> Any:
+            records = await self._first_of(source.get())
+            if records is None:
+                raise _Stopped
+            return records
+
+        try:
+            async for records, results in self._stage.decoded(get):
+                self._results = iter(results)
+                try:
+                    self.ingest(list(records))
+                finally:
+                    self._results = None
+                source.release(sum(len(r.value or b"") + len(r.key or b"") for r in records))
+                await asyncio.sleep(0)
+        except _Stopped:
+            return
+
+    service.Service._start_up = start_up  # type: ignore[method-assign]
+    service.Service._change_of = change_of  # type: ignore[method-assign]
+    service.Service._ingest_loop = ingest_loop  # type: ignore[method-assign]
 
 
 def _profile_threads(folder: Path) -> cProfile.Profile:
@@ -231,9 +309,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--report", required=True)
     parser.add_argument("--cprofile", default=None)
+    parser.add_argument("--no-meters", action="store_true", help="only the variants below")
+    parser.add_argument("--parallel", type=int, default=0, help="prototype: N decode workers")
+    parser.add_argument("--gc-threshold", default=None, help="e.g. 50000,50,100")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after imports")
+    parser.add_argument("--commit-interval", type=float, default=None, help="seconds")
     args = parser.parse_args(argv)
     meters = Meters()
-    install(meters)
+    if not args.no_meters:
+        install(meters)
+    if args.parallel:
+        install_parallel(args.parallel)
+    if args.commit_interval is not None:
+        from consumer import service
+
+        service.COMMIT_INTERVAL_SECONDS = args.commit_interval
+    if args.gc_threshold:
+        gc.set_threshold(*(int(n) for n in args.gc_threshold.split(",")))
+    if args.gc_freeze:
+        gc.freeze()
     collector = GcMeter()
     collector.install()
     sampler = ThreadSampler()

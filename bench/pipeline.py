@@ -95,23 +95,23 @@ def rig(requests_per_minute: int, *, live: bool = False) -> Iterator[Rig]:
 
 def peak_rss_mib(service: ServiceProcess) -> float:
     assert service.process is not None
-    return _status_kib(service.process.pid, "VmHWM") / 1024
+    return status_kib(service.process.pid, "VmHWM") / 1024
 
 
-def _status_kib(pid: int, field: str) -> int:
+def status_kib(pid: int, field: str) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     line = next(line for line in status.splitlines() if line.startswith(f"{field}:"))
     return int(line.split()[1])
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Child processes of ``pid``, recursively (worker processes, a forkserver)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             for child in (task / "children").read_text().split():
                 found.append(int(child))
-                found.extend(_descendants(int(child)))
+                found.extend(descendants(int(child)))
     return found
 
 
@@ -132,6 +132,37 @@ def busiest_thread_cpu_seconds(pid: int) -> float:
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """CPU seconds used so far: the whole machine (all cores), the emulator, the broker."""
+
+    busy: float
+    emulator: float
+    broker: float
+
+    def __sub__(self, other: MachineCpu) -> MachineCpu:
+        return MachineCpu(
+            self.busy - other.busy, self.emulator - other.emulator, self.broker - other.broker
+        )
+
+
+def machine_cpu() -> MachineCpu:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])  # idle + iowait
+    busy = (sum(int(f) for f in fields[:8]) - idle) / _TICKS
+    emulator = broker = 0.0
+    for child in descendants(os.getpid()):
+        with contextlib.suppress(OSError):
+            if b"emulator" in Path(f"/proc/{child}/cmdline").read_bytes():
+                emulator += cpu_seconds(child)
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"kafka.Kafka" in (proc / "cmdline").read_bytes():
+                    broker += cpu_seconds(int(proc.name))
+    return MachineCpu(busy, emulator, broker)
 
 
 class CommitWatcher:
@@ -176,12 +207,20 @@ class CommitWatcher:
         return None
 
 
+@dataclass(frozen=True)
+class Ceiling:
+    """One run of the bare consumer (bench/ceiling.py)."""
+
+    seconds: float  # process start to the last record read
+    streaming: float  # first to last record read
+    rss_mib: float
+    machine: MachineCpu
+
+
 @dataclass
 class Run:
     records: int
-    ceiling_seconds: float  # process start to the last record read
-    ceiling_streaming: float  # first to last record read
-    ceiling_rss_mib: float
+    ceilings: list[Ceiling]  # the bare consumer, before and after the service
     service_seconds: float  # process start to every record committed
     service_first_commit: float  # process start to the first commit
     service_cpu: float  # CPU seconds of the service process (all threads)
@@ -189,10 +228,12 @@ class Run:
     service_rss_mib: float  # VmHWM of the service process
     workers_rss_mib: float  # VmHWM summed over its child processes (0 without any)
     requests: int
+    machine: MachineCpu  # during the service's run
 
     @property
     def ceiling_rate(self) -> float:
-        return self.records / self.ceiling_seconds
+        """Records/s of the bare consumer: the mean time of its runs around the service's."""
+        return self.records / statistics.mean(c.seconds for c in self.ceilings)
 
     @property
     def service_rate(self) -> float:
@@ -203,8 +244,9 @@ class Run:
         return self.service_rate / self.ceiling_rate
 
 
-def measure_ceiling(r: Rig, count: int) -> tuple[float, float, float]:
-    """(seconds from process start to the last record, first to last record, peak RSS)."""
+def measure_ceiling(r: Rig, count: int, tag: str = "ceiling") -> Ceiling:
+    """The bare consumer, in a child process, on a group of its own."""
+    before = machine_cpu()
     started = time.time()
     done = subprocess.run(
         [
@@ -214,7 +256,7 @@ def measure_ceiling(r: Rig, count: int) -> tuple[float, float, float]:
             "--bootstrap",
             r.bootstrap,
             "--group",
-            f"{r.group}-ceiling",
+            f"{r.group}-{tag}",
             "--records",
             str(count),
             *r.topics,
@@ -225,10 +267,11 @@ def measure_ceiling(r: Rig, count: int) -> tuple[float, float, float]:
         timeout=600,
     )
     result = orjson.loads(done.stdout.strip().splitlines()[-1])
-    return (
-        result["last_record_at"] - started,
-        result["last_record_at"] - result["first_record_at"],
-        result["peak_rss_mib"],
+    return Ceiling(
+        seconds=result["last_record_at"] - started,
+        streaming=result["last_record_at"] - result["first_record_at"],
+        rss_mib=result["peak_rss_mib"],
+        machine=machine_cpu() - before,
     )
 
 
@@ -242,29 +285,30 @@ def fill(r: Rig, records: int) -> int:
 
 def throughput_run(r: Rig, records: int) -> Run:
     count = fill(r, records)
-    ceiling, streaming, ceiling_rss = measure_ceiling(r, count)
+    ceilings = [measure_ceiling(r, count, "ceiling-before")]
     watcher = CommitWatcher(r.bootstrap, r.group, r.topics)
     try:
         assert watcher.total() == count, (watcher.total(), count)
+        before = machine_cpu()
         started = time.monotonic()
         service = r.service(requests_per_minute=1_000_000, min_window=0.2)
         assert service.process is not None
         caught = watcher.wait_all(service, timeout=900)
+        machine = machine_cpu() - before
         if caught is None:
             raise SystemExit(f"did not catch up; see {service.log_path}")
         first_commit, finished = caught
         pid = service.process.pid
         cpu, busiest = cpu_seconds(pid), busiest_thread_cpu_seconds(pid)
         rss = peak_rss_mib(service)
-        workers_rss = sum(_status_kib(p, "VmHWM") for p in _descendants(pid)) / 1024
+        workers_rss = sum(status_kib(p, "VmHWM") for p in descendants(pid)) / 1024
         service.stop()
     finally:
         watcher.close()
+    ceilings.append(measure_ceiling(r, count, "ceiling-after"))
     return Run(
         records=count,
-        ceiling_seconds=ceiling,
-        ceiling_streaming=streaming,
-        ceiling_rss_mib=ceiling_rss,
+        ceilings=ceilings,
         service_seconds=finished - started,
         service_first_commit=first_commit - started,
         service_cpu=cpu,
@@ -272,6 +316,7 @@ def throughput_run(r: Rig, records: int) -> Run:
         service_rss_mib=rss,
         workers_rss_mib=workers_rss,
         requests=len(r.api.requests()),
+        machine=machine,
     )
 
 
@@ -284,17 +329,22 @@ def throughput(records: int, repeat: int) -> list[Run]:
             run = throughput_run(r, records)
         runs.append(run)
         workers = f" + workers {run.workers_rss_mib:.0f} MiB" if run.workers_rss_mib else ""
+        bare = ", ".join(
+            f"{run.records / c.seconds:,.0f}/s (streaming {run.records / c.streaming:,.0f}/s,"
+            f" {c.machine.busy / c.seconds:.2f} cores busy)"
+            for c in run.ceilings
+        )
         print(
             f"run {n + 1}: {run.records} records;"
-            f" bare consumer {run.ceiling_seconds:.1f} s = {run.ceiling_rate:,.0f} records/s"
-            f" (streaming {run.records / run.ceiling_streaming:,.0f}/s);"
-            f" service {run.service_seconds:.1f} s = {run.service_rate:,.0f} records/s"
-            f" (first commit at {run.service_first_commit:.1f} s);"
-            f" ratio {run.ratio:.2f}\n"
+            f" bare consumer {run.ceiling_rate:,.0f} records/s (before, after: {bare});\n"
+            f"       service {run.service_seconds:.1f} s = {run.service_rate:,.0f} records/s"
+            f" (first commit at {run.service_first_commit:.1f} s); ratio {run.ratio:.2f}\n"
             f"       service: {run.requests} requests, CPU {run.service_cpu:.1f} s"
             f" ({run.service_cpu / run.service_seconds:.2f} cores; busiest thread"
             f" {run.service_busiest_thread:.1f} s), peak RSS {run.service_rss_mib:.0f} MiB"
-            f"{workers}; bare consumer peak RSS {run.ceiling_rss_mib:.0f} MiB; load {_loadavg()}"
+            f"{workers}; bare consumer peak RSS {max(c.rss_mib for c in run.ceilings):.0f} MiB\n"
+            f"       {machine_line(run.machine, run.service_seconds, run.service_cpu)};"
+            f" load {_loadavg()}"
         )
     ceiling = statistics.median(run.ceiling_rate for run in runs)
     service = statistics.median(run.service_rate for run in runs)
@@ -306,6 +356,16 @@ def throughput(records: int, repeat: int) -> list[Run]:
         f" peak RSS of the service {rss:.0f} MiB (highest run)"
     )
     return runs
+
+
+def machine_line(machine: MachineCpu, seconds: float, service_cpu: float) -> str:
+    cores = os.cpu_count() or 1
+    rest = machine.busy - service_cpu - machine.emulator - machine.broker
+    return (
+        f"machine during the service's run: {machine.busy / seconds:.2f} of {cores} cores busy"
+        f" (service {service_cpu:.1f} s, emulator {machine.emulator:.1f} s,"
+        f" broker {machine.broker:.1f} s, everything else {rest:.1f} s of CPU)"
+    )
 
 
 def _loadavg() -> str:

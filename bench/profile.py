@@ -1,6 +1,7 @@
 """Where the time goes in the throughput run: the service metered, stage by stage.
 
-    .venv/bin/python -m bench.profile [--records 60000] [--cprofile]
+    .venv/bin/python -m bench.profile [--records 60000] [--repeat 1] [--alone]
+        [--cprofile] [--variant OPTIONS]...
 
 The same rig and records as ``bench.pipeline throughput`` (the limit lifted),
 but the service runs under ``bench.instrument``: per stage, the CPU and wall
@@ -12,6 +13,12 @@ difference with the service is what sharing the GIL with kafka-python costs.
 With ``--cprofile`` each thread of the service also runs under cProfile and
 the top functions by own time are printed per thread (slower: compare only
 the fractions).
+
+``--variant`` runs the service with other ``bench.instrument`` options, one
+after the other on the same records (each with its own group and store), the
+bare consumer first: e.g. ``--variant "--no-meters" --variant "--no-meters
+--parallel 2"`` compares the service as it is with the parallel prototype in
+one run. With ``--repeat N`` the medians of rates and ratios are printed.
 """
 
 from __future__ import annotations
@@ -19,17 +26,33 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench.pipeline import API_KEY, CommitWatcher, Rig, fill, rig
+from bench.pipeline import (
+    API_KEY,
+    CommitWatcher,
+    MachineCpu,
+    Rig,
+    cpu_seconds,
+    descendants,
+    fill,
+    machine_cpu,
+    machine_line,
+    measure_ceiling,
+    rig,
+    status_kib,
+)
 from consumer.coalesce import Window
 from consumer.decode import decode_record, parse_hint
 from consumer.mapping import Mapping
@@ -42,17 +65,16 @@ from schemas.entities import EntityChange
 
 
 class InstrumentedService(ServiceProcess):
-    """``bench.instrument`` (the service with meters) as a child process."""
+    """``bench.instrument`` (the service with meters, or a prototype) as a child process."""
 
-    def __init__(self, config: Path, report: Path, cprofile: Path | None, log: Path) -> None:
+    def __init__(self, config: Path, report: Path, options: list[str], log: Path) -> None:
         super().__init__(config, API_KEY, log)
         self.report = report
-        self.cprofile = cprofile
+        self.options = options
 
     def start(self) -> InstrumentedService:
-        extra = ["--cprofile", str(self.cprofile)] if self.cprofile else []
         command = [sys.executable, "-m", "bench.instrument", "--config", str(self.config)]
-        command += ["--report", str(self.report), *extra]
+        command += ["--report", str(self.report), *self.options]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -64,22 +86,46 @@ class InstrumentedService(ServiceProcess):
         return self
 
 
-def run_service(r: Rig, count: int, cprofile: bool) -> tuple[dict[str, Any], float, Path | None]:
+@dataclass
+class ServiceRun:
+    report: dict[str, Any]
+    seconds: float
+    cpu: float  # the service's process, all threads
+    rss_mib: float  # VmHWM of the service's process
+    workers_rss_mib: float  # VmHWM summed over its child processes
+    workers_cpu: float
+    machine: MachineCpu
+
+
+def run_service(r: Rig, options: list[str]) -> ServiceRun:
     config = r.config(requests_per_minute=1_000_000, min_window=0.2)
     report = r.folder / "report.json"
-    profiles = r.folder / "profiles" if cprofile else None
     watcher = CommitWatcher(r.bootstrap, r.group, r.topics)
     try:
+        before = machine_cpu()
         started = time.monotonic()
-        service = InstrumentedService(config, report, profiles, r.folder / "service.log").start()
+        service = InstrumentedService(config, report, options, r.folder / "service.log").start()
+        assert service.process is not None
         caught = watcher.wait_all(service, timeout=900)
+        machine = machine_cpu() - before
         if caught is None:
             raise SystemExit(f"did not catch up; see {service.log_path}")
-        elapsed = caught[1] - started
+        pid = service.process.pid
+        children = descendants(pid)
+        run = ServiceRun(
+            report={},
+            seconds=caught[1] - started,
+            cpu=cpu_seconds(pid),
+            rss_mib=status_kib(pid, "VmHWM") / 1024,
+            workers_rss_mib=sum(status_kib(p, "VmHWM") for p in children) / 1024,
+            workers_cpu=sum(cpu_seconds(p) for p in children),
+            machine=machine,
+        )
         service.stop()
     finally:
         watcher.close()
-    return orjson.loads(report.read_bytes()), elapsed, profiles
+    run.report = orjson.loads(report.read_bytes())
+    return run
 
 
 def _cpu_us(seconds: float, records: int) -> str:
@@ -88,16 +134,38 @@ def _cpu_us(seconds: float, records: int) -> str:
 
 def print_service(report: dict[str, Any], elapsed: float, count: int) -> None:
     print(f"\n== the service, metered: {count} records in {elapsed:.1f} s (to the last commit)")
+    print_timeline(report)
+    print_stages(report, count)
+
+
+def print_timeline(report: dict[str, Any]) -> None:
     print(
         f"timeline: first batch ingested at {report['first_ingest']:.2f} s,"
         f" last at {report['last_ingest']:.2f} s (from the interpreter's start)"
     )
+    calls = [s for s in report["spans"] if s[0] == "api call"]
+    if calls:
+        last = report["last_ingest"]
+        tail = [c for c in calls if c[2] > last]
+        print(
+            f"API calls: {len(calls)}, {sum(e - s for _, s, e in calls):.2f} s awaited in all;"
+            f" after the last batch was ingested: {len(tail)},"
+            f" {sum(e - max(s, last) for _, s, e in tail):.2f} s"
+        )
     flushes = [s for s in report["spans"] if s[0] == "flush"]
     commits = [s for s in report["spans"] if s[0] == "commit"]
     for name, spans in (("flushes", flushes), ("commits", commits)):
         busy = sum(e - s for _, s, e in spans)
         listed = ", ".join(f"{s:.1f}-{e:.1f}" for _, s, e in spans[:12])
         print(f"{name}: {len(spans)}, {busy:.2f} s in all: {listed}")
+    gc_seconds, collections = report["gc"]["seconds"], report["gc"]["collections"]
+    print(
+        f"garbage collector: {sum(gc_seconds):.2f} s in all; per generation 0/1/2:"
+        f" {' / '.join(f'{s:.2f} s ({n})' for s, n in zip(gc_seconds, collections, strict=True))}"
+    )
+
+
+def print_stages(report: dict[str, Any], count: int) -> None:
     print(
         f"\n{'stage':42s} {'thread':>16s} {'calls':>7s} {'CPU s':>7s} {'wall s':>7s}"
         f" {'off-CPU':>7s} {'CPU µs/rec':>10s}"
@@ -108,11 +176,6 @@ def print_service(report: dict[str, Any], elapsed: float, count: int) -> None:
             f" {stage['wall']:7.2f} {stage['wall'] - stage['cpu']:7.2f}"
             f" {_cpu_us(stage['cpu'], count):>10s}"
         )
-    gc_seconds, collections = report["gc"]["seconds"], report["gc"]["collections"]
-    print(
-        f"garbage collector: {sum(gc_seconds):.2f} s in all; per generation 0/1/2:"
-        f" {' / '.join(f'{s:.2f} s ({n})' for s, n in zip(gc_seconds, collections, strict=True))}"
-    )
     print(f"\n{'thread':40s} {'CPU s':>7s} {'run-queue wait s':>17s}")
     for name, t in sorted(report["threads"].items(), key=lambda kv: -kv[1]["cpu"]):
         if t["cpu"] >= 0.01:
@@ -234,17 +297,76 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--records", type=int, default=60_000)
-    parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        help="options for bench.instrument: --variant='--no-meters --parallel 2' (repeatable;"
+        " default: the service as it is, metered)",
+    )
+    parser.add_argument("--alone", action="store_true", help="also the one-thread pass")
+    parser.add_argument("--cprofile", action="store_true", help="every thread under cProfile")
     args = parser.parse_args(argv)
-    print(f"load before: {Path('/proc/loadavg').read_text().split()[:3]}")
-    with rig(requests_per_minute=1_000_000) as r:
-        count = fill(r, args.records)
-        report, elapsed, profiles = run_service(r, count, args.cprofile)
-        print_service(report, elapsed, count)
-        if profiles is not None:
-            print_profiles(profiles)
-        alone(r.bootstrap, r.topics, r.folder / "mapping.yaml")
-    print(f"load after: {Path('/proc/loadavg').read_text().split()[:3]}")
+    variants: list[str] = args.variant or [""]
+    print(f"load before: {_loadavg()}")
+    ratios: dict[str, list[float]] = {v: [] for v in variants}
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    for n in range(args.repeat):
+        with rig(requests_per_minute=1_000_000) as r:
+            count = fill(r, args.records)
+            print(f"\nrun {n + 1}: load {_loadavg()}")
+            ceilings = [measure_ceiling(r, count, "ceiling-before").seconds]
+            runs: list[tuple[str, ServiceRun]] = []
+            for i, variant in enumerate(variants):
+                sub = replace(r, folder=r.folder / f"variant-{i}", group=f"{r.group}-{i}")
+                sub.folder.mkdir()
+                options = shlex.split(variant)
+                if args.cprofile:
+                    options += ["--cprofile", str(sub.folder / "profiles")]
+                run = run_service(sub, options)
+                rate = count / run.seconds
+                rates[variant].append(rate)
+                runs.append((variant, run))
+                workers = (
+                    f", workers CPU {run.workers_cpu:.1f} s, RSS {run.workers_rss_mib:.0f} MiB"
+                    if run.workers_rss_mib
+                    else ""
+                )
+                print(
+                    f"  [{variant or 'as is, metered'}] {run.seconds:.1f} s ="
+                    f" {rate:,.0f} records/s;"
+                    f" CPU {run.cpu:.1f} s, peak RSS {run.rss_mib:.0f} MiB{workers}\n"
+                    f"    {machine_line(run.machine, run.seconds, run.cpu + run.workers_cpu)}"
+                )
+                if run.report["stages"] and args.repeat == 1:
+                    print_service(run.report, run.seconds, count)
+                elif args.repeat == 1:
+                    print_timeline(run.report)
+                if args.cprofile:
+                    print_profiles(sub.folder / "profiles")
+            ceilings.append(measure_ceiling(r, count, "ceiling-after").seconds)
+            ceiling_rate = count / statistics.mean(ceilings)
+            print(
+                f"run {n + 1}: bare consumer {ceiling_rate:,.0f} records/s (before and after:"
+                f" {', '.join(f'{count / c:,.0f}' for c in ceilings)}); load {_loadavg()}"
+            )
+            for variant, run in runs:
+                ratios[variant].append(count / run.seconds / ceiling_rate)
+                print(f"  [{variant or 'as is, metered'}] ratio {ratios[variant][-1]:.2f}")
+            if args.alone:
+                alone(r.bootstrap, r.topics, r.folder / "mapping.yaml")
+    if args.repeat > 1:
+        print(f"\nmedians of {args.repeat} runs:")
+        for variant in variants:
+            print(
+                f"  [{variant or 'as is, metered'}] {statistics.median(rates[variant]):,.0f}"
+                f" records/s, ratio {statistics.median(ratios[variant]):.2f}"
+            )
+    print(f"load after: {_loadavg()}")
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ if __name__ == "__main__":  # workers import the main module again
 """
 
 
-def test_workers_exit_when_the_service_process_is_killed(tmp_path: Path) -> None:
+def test_workers_and_their_forkserver_exit_when_the_service_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "owner.py"
     script.write_text(_ORPHAN_CHECK, encoding="utf-8")
     owner = subprocess.Popen(
@@ -239,8 +239,9 @@ def test_workers_exit_when_the_service_process_is_killed(tmp_path: Path) -> None
     )
     try:
         assert owner.stdout is not None
-        pids = [int(p) for p in owner.stdout.readline().split()]
-        assert len(pids) == 2
+        workers = [int(p) for p in owner.stdout.readline().split()]
+        assert len(workers) == 2
+        pids = [*workers, *{_parent_of(p) for p in workers} - {owner.pid}]  # and a forkserver
         owner.kill()
         owner.wait()
         deadline = time.monotonic() + 10
@@ -254,6 +255,10 @@ def test_workers_exit_when_the_service_process_is_killed(tmp_path: Path) -> None
         assert owner.stdin is not None and owner.stdout is not None
         owner.stdin.close()
         owner.stdout.close()
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _alive(pid: int) -> bool:
