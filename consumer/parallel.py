@@ -260,6 +260,24 @@ def decode_chunk(wire: list[WireRecord]) -> list[WireResult]:
 # -- the parent's side ----------------------------------------------------------------------
 
 
+class _Countdown:
+    """Sets ``done`` once ``left`` chunk futures are done."""
+
+    def __init__(self, left: int, done: concurrent.futures.Future[None]) -> None:
+        self._left = left
+        self._done = done
+        self._lock = threading.Lock()
+        if left == 0:
+            done.set_result(None)
+
+    def one_done(self, _: concurrent.futures.Future[list[WireResult]]) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._done.set_result(None)
+
+
 class DecodeJob:
     """The results of one submitted batch, aligned with its records."""
 
@@ -274,23 +292,15 @@ class DecodeJob:
         self._chunks = chunks  # (index of the chunk's first record, future)
         self._deadline = time.monotonic() + stage.stall_seconds
         self._results: list[Result] | None = None
-        # Done when every chunk is (its result or its failure): set from the
-        # executor's thread, so that waiting never cancels a chunk.
+        # Done when every chunk is (its result or its failure), set from the
+        # executor's thread, so that waiting never cancels a chunk. The chunks'
+        # callbacks hold a countdown, not the job: a job in a reference cycle
+        # would keep its records until the garbage collector's next full pass.
         self._all_done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._awaitable: asyncio.Future[None] | None = None
-        self._left = len(chunks)
-        self._lock = threading.Lock()
-        if not chunks:
-            self._all_done.set_result(None)
+        countdown = _Countdown(len(chunks), self._all_done)
         for _, future in chunks:
-            future.add_done_callback(self._chunk_done)
-
-    def _chunk_done(self, _: concurrent.futures.Future[list[WireResult]]) -> None:
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last:
-            self._all_done.set_result(None)
+            future.add_done_callback(countdown.one_done)
 
     def done(self) -> bool:
         """True when the results (or the stage's failure) are ready: result() won't wait."""

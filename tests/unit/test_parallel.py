@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -148,6 +150,23 @@ def test_submit_refuses_past_the_in_flight_bound() -> None:
         stage.submit(records[260:]).result()
         second.result()
         assert stage.in_flight == 0
+
+
+def test_a_collected_job_frees_its_records_without_the_garbage_collector(
+    stage: DecodeStage,
+) -> None:
+    # With a service's GC thresholds raised, a job caught in a reference cycle
+    # would hold its batch (megabytes) until a full collection.
+    records = shop_stream(50)
+    gc.disable()
+    try:
+        job = stage.submit(records)
+        job.result()
+        gone = weakref.ref(job)
+        del job
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_a_worker_killed_mid_run_breaks_the_stage_within_seconds() -> None:
