@@ -1,6 +1,7 @@
 """What the parallel path buys: decode + map inline against the worker pool.
 
     .venv/bin/python -m bench.parallel [--records 60000] [--repeat 3] [--batch 2000]
+        [--gc-threshold 50000,50,100]
 
 Records are the synthetic shop's (``emulator.shop``, JSON converter with
 schemas, about 3.4 KB each), spread over 3 partitions per topic. Three ways:
@@ -22,10 +23,12 @@ uses.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import pickle
 import statistics
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +58,7 @@ def shop_records(count: int) -> list[RawRecord]:
     offsets: dict[tuple[str, int], int] = {}
     records = []
     for r in shop.records[:count]:
-        partition = hash(r.key) % 3
+        partition = zlib.crc32(r.key) % 3
         offset = offsets.get((r.topic, partition), 0)
         offsets[(r.topic, partition)] = offset + 1
         records.append(RawRecord(r.topic, partition, offset, r.key, r.value))
@@ -67,32 +70,39 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def run_inline(records: list[RawRecord]) -> tuple[float, float, list[Result]]:
+def run_inline(records: list[RawRecord], batch: int) -> tuple[float, float]:
+    """(wall, CPU) to decode and map every record here; results dropped batch by batch,
+    as the service drops them once applied."""
     decoder = RecordDecoder(Mapping.load(MAPPING))
     wall, cpu = time.perf_counter(), time.process_time()
-    results = [decoder.result_of(r) for r in records]
-    return time.perf_counter() - wall, time.process_time() - cpu, results
+    for start in range(0, len(records), batch):
+        _consume([decoder.result_of(r) for r in records[start : start + batch]])
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def run_pool(
-    records: list[RawRecord], workers: int, batch: int
-) -> tuple[float, float, float, list[Result]]:
-    """(wall, this process's CPU, the workers' CPU, results)."""
+    records: list[RawRecord], workers: int, batch: int, keep: list[Result] | None = None
+) -> tuple[float, float, float]:
+    """(wall, this process's CPU, the workers' CPU); results appended to ``keep`` if given."""
     with DecodeStage(MAPPING.read_text(), workers=workers) as stage:
         pids = stage.worker_pids()
         workers_before = sum(_cpu_of(p) for p in pids)
         wall, cpu = time.perf_counter(), time.process_time()
-        results: list[Result] = []
         jobs: deque[DecodeJob] = deque()
         for start in range(0, len(records), batch):
             while not stage.has_room():
-                results.extend(jobs.popleft().result())
+                _consume(jobs.popleft().result(), keep)
             jobs.append(stage.submit(records[start : start + batch]))
         while jobs:
-            results.extend(jobs.popleft().result())
-        elapsed, used = time.perf_counter() - wall, time.process_time() - cpu
+            _consume(jobs.popleft().result(), keep)
+        elapsed, used = time.perf_counter(), time.process_time()
         workers_cpu = sum(_cpu_of(p) for p in pids) - workers_before
-    return elapsed, used, workers_cpu, results
+    return elapsed - wall, used - cpu, workers_cpu
+
+
+def _consume(results: list[Result], keep: list[Result] | None = None) -> None:
+    if keep is not None:
+        keep.extend(results)
 
 
 def _per_record_us(work: Callable[[], Any], count: int, repeat: int = 3) -> float:
@@ -137,20 +147,28 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=60_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--gc-threshold", default=None, help="e.g. 50000,50,100")
     args = parser.parse_args()
     records = shop_records(args.records)
     n = len(records)
+    if args.gc_threshold:
+        gc.set_threshold(*(int(x) for x in args.gc_threshold.split(",")))
     print(f"{n} records; load before: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    decoder = RecordDecoder(Mapping.load(MAPPING))
+    expected = [decoder.result_of(r) for r in records]
+    got: list[Result] = []
+    run_pool(records, 2, args.batch, keep=got)
+    if got != expected:
+        raise SystemExit("the pool gave other results than inline decoding")
+    transport(records, expected)
+    del got, expected
+    gc.collect()
     rows: dict[str, list[tuple[float, float, float]]] = {"inline": [], "pool 1": [], "pool 2": []}
-    expected: list[Result] | None = None
     for _ in range(args.repeat):
-        wall, cpu, expected = run_inline(records)
+        wall, cpu = run_inline(records, args.batch)
         rows["inline"].append((wall, cpu, 0.0))
         for workers in (1, 2):
-            wall, cpu, wcpu, got = run_pool(records, workers, args.batch)
-            if got != expected:
-                raise SystemExit(f"pool of {workers} gave other results than inline")
-            rows[f"pool {workers}"].append((wall, cpu, wcpu))
+            rows[f"pool {workers}"].append(run_pool(records, workers, args.batch))
     print(
         f"\n{'':8s} {'records/s':>10s} {'wall s':>7s} {'this process CPU µs/rec':>24s}"
         f" {'workers CPU µs/rec':>19s}   (median of {args.repeat})"
@@ -162,8 +180,6 @@ def main() -> None:
         print(
             f"{name:8s} {n / wall:10,.0f} {wall:7.2f} {cpu / n * 1e6:24.1f} {wcpu / n * 1e6:19.1f}"
         )
-    assert expected is not None
-    transport(records, expected)
     print(f"load after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
 
