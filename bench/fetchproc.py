@@ -35,8 +35,8 @@ from typing import Any
 from kafka import KafkaConsumer
 
 from bench.pipeline import fill, rig
+from consumer.decode_worker import RecordDecoder, result_from_wire, result_to_wire
 from consumer.mapping import Mapping
-from consumer.parallel import RecordDecoder, result_from_wire, result_to_wire
 from consumer.source import SourceSettings, consumer_config, raw_record
 from emulator.workbench import mapping_for_prefix
 from schemas.debezium import RawRecord

@@ -34,16 +34,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from consumer.mapping import Mapping
-from consumer.parallel import (
-    DecodeJob,
-    DecodeStage,
+from consumer.decode_worker import (
     RecordDecoder,
     Result,
     result_from_wire,
     result_to_wire,
     to_wire,
 )
+from consumer.mapping import Mapping
+from consumer.parallel import DecodeJob, DecodeStage
 from emulator.shop import Shop
 from schemas.debezium import RawRecord
 

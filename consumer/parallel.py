@@ -2,11 +2,10 @@
 
 The service's process holds one GIL, shared by kafka-python's fetch parsing,
 the store, the planner and asyncio; decoding and mapping are the largest
-pure-Python part of what is left (about 33 µs of a record's ~120 µs, see
-bench/README.md). This stage runs them in worker processes on the machine's
-other cores:
+pure-Python part of it (about 31 µs of a record's 101 µs, see
+bench/README.md). This stage runs them in worker processes:
 
-    stage = DecodeStage(mapping_text, workers=2)
+    stage = DecodeStage(mapping_text, mapping_source=source, workers=2)
     stage.start()                      # blocking: at start-up (asyncio.to_thread)
     job = stage.submit(records)        # never blocks; raises StageFull past the bound
     results = await job                # or job.result(timeout) from plain threads
@@ -14,10 +13,13 @@ other cores:
     stage.close()
 
 or, inside an asyncio ingest loop, ``async for records, results in
-stage.decoded(source.get)``, which keeps the stage full and yields batches
-in the order they were read.
+stage.decoded(source.get)`` (closed with ``contextlib.aclosing``), which keeps
+the stage full and yields batches in the order they were read.
+``mapping_text`` and ``mapping_source`` are what
+``consumer.mapping.loading.read_text(settings.mapping)`` returns.
 
-Each result, aligned with its record, is one of:
+Each result, aligned with its record, is one of (see
+:mod:`consumer.decode_worker`, which decides it in ``RecordDecoder.result_of``):
 
 - an :class:`~schemas.entities.EntityChange` (the record changes an entity);
 - a :class:`~schemas.debezium.Skipped` (heartbeat, schema change, ...);
@@ -38,21 +40,19 @@ a record is a bug, not a bad record: it raises :class:`StageFailed` with the
 worker's exception as its cause. In every case the service should stop.
 
     RfmcubeCdcError
+    ├── ConfigError        start(): the mapping text is refused (checked here first)
     └── StageFailed        the parallel stage cannot go on: stop the service
         ├── StageBroken    a worker process died
         └── StageStalled   a job did not finish within stall_seconds
     StageFull (RuntimeError): submit() past max_in_flight_records: a caller bug
 
-Transport, chosen by measurement (bench/README.md, "The parallel path"):
-records go to the workers as plain tuples (pickling a ``RawRecord`` costs
-three times as much), and results come back as tuples rebuilt into
-``EntityChange`` objects in the caller (unpickling ``EntityChange`` objects
-directly costs about 14 µs a record in the parent, the tuples about 5 µs).
 Workers are started with ``forkserver`` (never ``fork``: the service has
-threads), ignore SIGINT (the service stops them) but not SIGTERM (the
-executor terminates the workers of a broken pool with it: under systemd, use
+threads; the program's main module must be import-safe, as ``consumer.cli``
+is), ignore SIGINT (the service stops them) but not SIGTERM (the executor
+terminates the workers of a broken pool with it: under systemd, use
 ``KillMode=mixed`` so that only the service gets the stop signal), and exit
-when the service's process goes away.
+when the service's process goes away. A stage is used from one thread (the
+event loop's); it is not thread-safe.
 """
 
 from __future__ import annotations
@@ -60,23 +60,40 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
-import multiprocessing.connection
-import os
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, NoReturn, TypeVar
 
-from consumer.decode import ColumnHint, decode_record, parse_hint
+from consumer.decode_worker import (
+    RecordDecoder,
+    Rejected,
+    Result,
+    WireResult,
+    decode_chunk,
+    init_worker,
+    ready,
+    result_from_wire,
+    to_wire,
+)
 from consumer.errors import BadRecord, RfmcubeCdcError
 from consumer.mapping import Mapping
-from schemas.debezium import ChangeEvent, Position, RawRecord, Skipped
-from schemas.entities import EntityChange, Kind, MappedRow
+from schemas.debezium import RawRecord
+
+__all__ = [
+    "DecodeJob",
+    "DecodeStage",
+    "RecordDecoder",
+    "Rejected",
+    "Result",
+    "StageBroken",
+    "StageFailed",
+    "StageFull",
+    "StageStalled",
+]
 
 _T = TypeVar("_T")
 
@@ -99,165 +116,6 @@ class StageStalled(StageFailed):
 
 class StageFull(RuntimeError):
     """``submit`` past ``max_in_flight_records``: collect results first (``has_room``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A record the decoder or the mapper refused: dead-letter it with ``reason``."""
-
-    reason: str
-
-
-Result = EntityChange | Skipped | Rejected | None
-"""Per record: the change, a skip note, why it was refused, or None (not mapped)."""
-
-# -- the wire form ------------------------------------------------------------------------
-#
-# To the workers, a record is a tuple (topic, partition, offset, key, value,
-# headers, timestamp_ms). Back, a result is None or a tuple tagged by its first
-# item; positions are not sent back (the caller has the records).
-
-_CHANGE: Final = 0  # (0, kind, key, row, before, ts_ms); row/before: see _row_wire
-_SKIPPED: Final = 1  # (1, kind, detail)
-_REJECTED: Final = 2  # (2, reason)
-
-WireRecord = tuple[str, int, int, bytes | None, bytes | None, tuple[Any, ...], int | None]
-WireRow = tuple[str, dict[str, Any], str | None, str | None, tuple[str, ...]] | None
-WireResult = tuple[Any, ...] | None
-
-_KINDS: Final = {kind.value: kind for kind in Kind}
-_NOTHING_UNAVAILABLE: Final[frozenset[str]] = frozenset()
-
-
-def to_wire(record: RawRecord) -> WireRecord:
-    return (
-        record.topic,
-        record.partition,
-        record.offset,
-        record.key,
-        record.value,
-        record.headers,
-        record.timestamp_ms,
-    )
-
-
-def _row_wire(row: MappedRow | None) -> WireRow:
-    if row is None:
-        return None
-    unavailable = tuple(row.unavailable) if row.unavailable else ()
-    return (row.key, row.fields, row.parent, row.email, unavailable)
-
-
-def _row_from_wire(kind: Kind, wire: WireRow) -> MappedRow | None:
-    if wire is None:
-        return None
-    key, fields, parent, email, unavailable = wire
-    gone = frozenset(unavailable) if unavailable else _NOTHING_UNAVAILABLE
-    return MappedRow(kind, key, fields, parent, email, gone)
-
-
-def result_to_wire(result: Result) -> WireResult:
-    if result is None:
-        return None
-    if isinstance(result, EntityChange):
-        return (
-            _CHANGE,
-            result.kind.value,
-            result.key,
-            _row_wire(result.row),
-            _row_wire(result.before),
-            result.ts_ms,
-        )
-    if isinstance(result, Skipped):
-        return (_SKIPPED, result.kind, result.detail)
-    return (_REJECTED, result.reason)
-
-
-def result_from_wire(wire: WireResult, record: RawRecord) -> Result:
-    """Rebuild one result; ``record`` is the record it belongs to (for positions)."""
-    if wire is None:
-        return None
-    tag = wire[0]
-    position = Position(record.topic, record.partition, record.offset)
-    if tag == _CHANGE:
-        kind = _KINDS[wire[1]]
-        return EntityChange(
-            kind,
-            wire[2],
-            position,
-            _row_from_wire(kind, wire[3]),
-            _row_from_wire(kind, wire[4]),
-            wire[5],
-        )
-    if tag == _SKIPPED:
-        return Skipped(position, wire[1], wire[2])
-    return Rejected(wire[1])
-
-
-# -- what a worker runs ---------------------------------------------------------------------
-
-
-class RecordDecoder:
-    """Decode and map one record at a time; the same code inline or in a worker."""
-
-    def __init__(self, mapping: Mapping) -> None:
-        self.mapping = mapping
-        self.hints: dict[str, dict[str, ColumnHint]] = {
-            topic: {column: parse_hint(h) for column, h in mapping.hints_for(topic).items()}
-            for topic in mapping.topics()
-        }
-
-    def result_of(self, record: RawRecord) -> Result:
-        try:
-            decoded = decode_record(record, self.hints.get(record.topic))
-            if not isinstance(decoded, ChangeEvent):
-                return decoded
-            return self.mapping.map_event(decoded)
-        except BadRecord as exc:
-            return Rejected(exc.reason)
-
-
-_worker_decoder: RecordDecoder | None = None
-
-
-def _init_worker(mapping_text: str, mapping_source: str) -> None:
-    global _worker_decoder
-    # The service owns its workers and stops them: a Ctrl-C sent to the whole
-    # process group must not kill them first. SIGTERM stays: the executor
-    # terminates the workers of a broken pool with it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_decoder = RecordDecoder(Mapping.from_text(mapping_text, source=mapping_source))
-    # A worker waits on its task queue, whose write end it holds itself, so it
-    # would never see the service die (SIGKILL, OOM): watch the parent instead.
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(
-            target=_exit_with, args=(parent.sentinel,), name="parent-watch", daemon=True
-        ).start()
-
-
-def _exit_with(sentinel: int) -> None:
-    multiprocessing.connection.wait([sentinel])
-    os._exit(1)
-
-
-def _ready() -> int:
-    """Warm-up task: proves the worker started and compiled the mapping."""
-    assert _worker_decoder is not None
-    return multiprocessing.current_process().pid or 0
-
-
-def decode_chunk(wire: list[WireRecord]) -> list[WireResult]:
-    """A worker's task: decode and map a chunk of records."""
-    decoder = _worker_decoder
-    assert decoder is not None, "the worker was not initialized"
-    return [
-        result_to_wire(decoder.result_of(RawRecord(t, p, o, k, v, h, ts)))
-        for t, p, o, k, v, h, ts in wire
-    ]
-
-
-# -- the parent's side ----------------------------------------------------------------------
 
 
 class _Countdown:
@@ -292,6 +150,7 @@ class DecodeJob:
         self._chunks = chunks  # (index of the chunk's first record, future)
         self._deadline = time.monotonic() + stage.stall_seconds
         self._results: list[Result] | None = None
+        self._abandoned = False
         # Done when every chunk is (its result or its failure), set from the
         # executor's thread, so that waiting never cancels a chunk. The chunks'
         # callbacks hold a countdown, not the job: a job in a reference cycle
@@ -313,6 +172,8 @@ class DecodeJob:
     def result(self, timeout: float | None = None) -> list[Result]:
         """Wait for the results (blocking) at most ``timeout`` seconds, by default
         until ``stall_seconds`` after the submit; raises StageFailed."""
+        if self._abandoned:
+            raise StageFailed("this job was abandoned")
         if self._results is None:
             wait = self.time_left() if timeout is None else timeout
             if not self._all_done.done():
@@ -343,6 +204,16 @@ class DecodeJob:
         if self._awaitable is None:
             self._awaitable = asyncio.wrap_future(self._all_done)
         return self._awaitable
+
+    def abandon(self) -> None:
+        """Give the job up: chunks not started are cancelled, and its records no
+        longer count against the bound; ``result()`` then raises StageFailed."""
+        if self._results is not None or self._abandoned:
+            return
+        self._abandoned = True
+        for _, future in self._chunks:
+            future.cancel()
+        self._stage._collected(len(self.records))
 
     def _finish(self, wires: list[list[WireResult]]) -> None:
         results: list[Result] = []
@@ -405,17 +276,19 @@ class DecodeStage:
         """Start the workers and wait until each has compiled the mapping (blocking)."""
         if self._executor is not None:
             raise RuntimeError("the stage was already started")
+        text, source = self._mapping
+        Mapping.from_text(text, source=source)  # a ConfigError here, not a dead worker
         context = multiprocessing.get_context(self._start_method)
         if self._start_method == "forkserver":
             # Workers fork from a server that imported the decoder once.
-            context.set_forkserver_preload([__name__])
+            context.set_forkserver_preload([init_worker.__module__])
         self._executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=context,
-            initializer=_init_worker,
+            initializer=init_worker,
             initargs=self._mapping,
         )
-        warm_up = [self._executor.submit(_ready) for _ in range(self.workers)]
+        warm_up = [self._executor.submit(ready) for _ in range(self.workers)]
         deadline = time.monotonic() + timeout
         for future in warm_up:
             left = max(0.0, deadline - time.monotonic())
@@ -489,7 +362,10 @@ class DecodeStage:
 
         While there is room, the next batch is read and submitted before the
         oldest is awaited, so the workers decode while the caller applies.
-        Raises StageFailed; exceptions of ``get`` propagate."""
+        Raises StageFailed; exceptions of ``get`` propagate. Close it when done
+        (``async with contextlib.aclosing(stage.decoded(get)) as batches``):
+        batches read ahead and not yet yielded are then abandoned, and their
+        records no longer count against the bound."""
         jobs: deque[DecodeJob] = deque()
         reading: asyncio.Future[Sequence[RawRecord]] | None = None
         try:
@@ -518,6 +394,8 @@ class DecodeStage:
         finally:
             if reading is not None:
                 reading.cancel()
+            for job in jobs:  # the caller stopped reading: these will never be applied
+                job.abandon()
 
     # -- helpers -------------------------------------------------------------------------
 

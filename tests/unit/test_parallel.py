@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from consumer.errors import ConfigError
 from consumer.mapping import Mapping
 from consumer.parallel import (
     DecodeStage,
@@ -135,6 +137,32 @@ def test_each_partition_keeps_its_offset_order_through_many_batches() -> None:
     for offsets in seen.values():
         assert offsets == list(range(len(offsets)))  # every offset, in order, once
     assert sum(len(o) for o in seen.values()) == len(records)
+
+
+def test_leaving_the_iterator_early_gives_its_room_back() -> None:
+    records = shop_stream(400)
+
+    async def get() -> Sequence[RawRecord]:
+        await asyncio.sleep(0)
+        return records
+
+    async def first_batch(stage: DecodeStage) -> None:
+        async with contextlib.aclosing(stage.decoded(get)) as batches:
+            async for _ in batches:
+                assert stage.in_flight > len(records)  # it had read ahead
+                break
+        assert stage.in_flight == 0
+
+    with DecodeStage(MAPPING_TEXT, workers=1, max_in_flight_records=1000) as stage:
+        asyncio.run(first_batch(stage))
+        assert len(stage.submit(records).result()) == len(records)
+
+
+def test_a_refused_mapping_is_a_config_error_before_any_worker_starts() -> None:
+    stage = DecodeStage("entities: {customers: {topic: ''}}", mapping_source="bad.yaml")
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
+        stage.start()
+    assert stage.worker_pids() == []
 
 
 def test_submit_refuses_past_the_in_flight_bound() -> None:
