@@ -288,19 +288,37 @@ class DecodeStage:
             initializer=init_worker,
             initargs=self._mapping,
         )
-        warm_up = [self._executor.submit(ready) for _ in range(self.workers)]
-        deadline = time.monotonic() + timeout
-        for future in warm_up:
-            left = max(0.0, deadline - time.monotonic())
-            self._outcome(partial(future.result, left))
+        try:
+            warm_up = [self._executor.submit(ready) for _ in range(self.workers)]
+            deadline = time.monotonic() + timeout
+            for future in warm_up:
+                left = max(0.0, deadline - time.monotonic())
+                self._outcome(partial(future.result, left))
+        except BaseException:
+            self.close()
+            raise
 
-    def close(self) -> None:
-        """Stop the workers; jobs not collected yet are cancelled."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the workers (blocking: from asyncio, ``asyncio.to_thread``); jobs not
+        collected yet are cancelled. A worker that has not finished its chunk
+        within ``timeout`` seconds (a stuck one) is killed."""
         executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
         if self._failure is None:
             self._failure = StageFailed("the parallel stage is closed")
+        if executor is None:
+            return
+        # ProcessPoolExecutor lists its workers only in a private dict, and
+        # shutdown(wait=True) alone would wait forever for a stuck one.
+        processes: list[Any] = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout)
+        executor.shutdown(wait=True)
 
     def __enter__(self) -> DecodeStage:
         self.start()

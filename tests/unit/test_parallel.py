@@ -249,19 +249,25 @@ def test_the_async_iterator_raises_when_a_worker_dies() -> None:
         assert time.monotonic() - started < 30
 
 
-def test_a_stuck_worker_stalls_the_job_after_stall_seconds() -> None:
+def test_a_stuck_worker_stalls_the_job_and_close_still_returns() -> None:
     records = shop_stream(400)
-    with DecodeStage(MAPPING_TEXT, workers=1, chunk_records=100, stall_seconds=1.0) as stage:
-        (pid,) = stage.worker_pids()
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            job = stage.submit(records)
-            started = time.monotonic()
-            with pytest.raises(StageStalled):
-                job.result()
-            assert 0.9 < time.monotonic() - started < 5
-        finally:
-            os.kill(pid, signal.SIGKILL)  # frozen: it would never finish its chunk
+    stage = DecodeStage(MAPPING_TEXT, workers=1, chunk_records=100, stall_seconds=1.0)
+    stage.start()
+    (pid,) = stage.worker_pids()
+    os.kill(pid, signal.SIGSTOP)  # alive, but never finishes its chunk
+    try:
+        job = stage.submit(records)
+        started = time.monotonic()
+        with pytest.raises(StageStalled):
+            job.result()
+        assert 0.9 < time.monotonic() - started < 5
+        started = time.monotonic()
+        stage.close(timeout=1.0)
+        assert time.monotonic() - started < 10
+        assert not _alive(pid)
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 _ORPHAN_CHECK = """
