@@ -214,6 +214,7 @@ class Ceiling:
     seconds: float  # process start to the last record read
     streaming: float  # first to last record read
     rss_mib: float
+    cpu: float  # its own CPU seconds
     machine: MachineCpu
 
 
@@ -271,6 +272,7 @@ def measure_ceiling(r: Rig, count: int, tag: str = "ceiling") -> Ceiling:
         seconds=result["last_record_at"] - started,
         streaming=result["last_record_at"] - result["first_record_at"],
         rss_mib=result["peak_rss_mib"],
+        cpu=result["cpu_seconds"],
         machine=machine_cpu() - before,
     )
 
@@ -331,7 +333,8 @@ def throughput(records: int, repeat: int) -> list[Run]:
         workers = f" + workers {run.workers_rss_mib:.0f} MiB" if run.workers_rss_mib else ""
         bare = ", ".join(
             f"{run.records / c.seconds:,.0f}/s (streaming {run.records / c.streaming:,.0f}/s,"
-            f" {c.machine.busy / c.seconds:.2f} cores busy)"
+            f" CPU {c.cpu / run.records * 1e6:.0f} µs/record, {c.machine.busy / c.seconds:.2f}"
+            " cores busy)"
             for c in run.ceilings
         )
         print(
@@ -340,6 +343,7 @@ def throughput(records: int, repeat: int) -> list[Run]:
             f"       service {run.service_seconds:.1f} s = {run.service_rate:,.0f} records/s"
             f" (first commit at {run.service_first_commit:.1f} s); ratio {run.ratio:.2f}\n"
             f"       service: {run.requests} requests, CPU {run.service_cpu:.1f} s"
+            f" ({run.service_cpu / run.records * 1e6:.0f} µs/record)"
             f" ({run.service_cpu / run.service_seconds:.2f} cores; busiest thread"
             f" {run.service_busiest_thread:.1f} s), peak RSS {run.service_rss_mib:.0f} MiB"
             f"{workers}; bare consumer peak RSS {max(c.rss_mib for c in run.ceilings):.0f} MiB\n"
