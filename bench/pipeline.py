@@ -289,6 +289,7 @@ def throughput_run(r: Rig, records: int) -> Run:
     count = fill(r, records)
     ceilings = [measure_ceiling(r, count, "ceiling-before")]
     watcher = CommitWatcher(r.bootstrap, r.group, r.topics)
+    service: ServiceProcess | None = None
     try:
         assert watcher.total() == count, (watcher.total(), count)
         before = machine_cpu()
@@ -307,6 +308,8 @@ def throughput_run(r: Rig, records: int) -> Run:
         service.stop()
     finally:
         watcher.close()
+        if service is not None and service.running():
+            service.kill()  # a failed run must not leave the service behind
     ceilings.append(measure_ceiling(r, count, "ceiling-after"))
     return Run(
         records=count,

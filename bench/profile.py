@@ -101,6 +101,7 @@ def run_service(r: Rig, options: list[str]) -> ServiceRun:
     config = r.config(requests_per_minute=1_000_000, min_window=0.2)
     report = r.folder / "report.json"
     watcher = CommitWatcher(r.bootstrap, r.group, r.topics)
+    service: InstrumentedService | None = None
     try:
         before = machine_cpu()
         started = time.monotonic()
@@ -124,6 +125,8 @@ def run_service(r: Rig, options: list[str]) -> ServiceRun:
         service.stop()
     finally:
         watcher.close()
+        if service is not None and service.running():
+            service.kill()  # a failed run must not leave the service behind
     run.report = orjson.loads(report.read_bytes())
     return run
 
