@@ -44,6 +44,7 @@ demo: $(STAMP)
 # Benchmarks (see bench/README.md): about 10 minutes; they start the broker.
 bench: $(STAMP)
 	$(PY) -m bench.decode
+	$(PY) -m bench.parallel
 	$(PY) -m bench.pipeline throughput
 	$(PY) -m bench.pipeline steady
 

@@ -1,7 +1,10 @@
 """End-to-end benchmarks: the real broker, the service, the emulator over HTTP.
 
-python -m bench.pipeline throughput [--records N] [--repeat N]
-    records/s from the broker to the emulator with the rate limit lifted
+python -m bench.pipeline throughput [--records 60000] [--repeat 3]
+    records/s from the broker to the emulator with the rate limit lifted,
+    beside the ceiling: a bare kafka-python consumer (bench/ceiling.py, the
+    service's client settings) reading the same records and doing nothing;
+    both rates, their ratio, the service's CPU and peak RSS
 python -m bench.pipeline steady [--rate 200] [--seconds 300]
     a live shop at RATE events/s against the 60 requests/min limit:
     requests per 10,000 events (against one request per event), delay
@@ -11,7 +14,11 @@ python -m bench.pipeline steady [--rate 200] [--seconds 300]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -22,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from kafka.admin import KafkaAdminClient
 
+from consumer.replay import end_offsets, partitions_of
 from emulator.shop import Shop, document_of
 from emulator.testing import EmulatorProcess
 from emulator.workbench import (
@@ -51,7 +60,11 @@ class Rig:
         return list(self.shop.topics.values())
 
     def service(self, requests_per_minute: int, min_window: float = 1.0) -> ServiceProcess:
-        config = write_config(
+        config = self.config(requests_per_minute, min_window)
+        return ServiceProcess(config, API_KEY, self.folder / "service.log").start()
+
+    def config(self, requests_per_minute: int, min_window: float = 1.0) -> Path:
+        return write_config(
             self.folder,
             bootstrap=self.bootstrap,
             api_url=self.api.url,
@@ -65,7 +78,6 @@ class Rig:
                 }
             },
         )
-        return ServiceProcess(config, API_KEY, self.folder / "service.log").start()
 
 
 @contextmanager
@@ -83,34 +95,288 @@ def rig(requests_per_minute: int, *, live: bool = False) -> Iterator[Rig]:
 
 def peak_rss_mib(service: ServiceProcess) -> float:
     assert service.process is not None
-    status = Path(f"/proc/{service.process.pid}/status").read_text()
-    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
+    return status_kib(service.process.pid, "VmHWM") / 1024
 
 
-def throughput(records: int, repeat: int) -> None:
-    rates = []
-    for run in range(repeat):
+def status_kib(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith(f"{field}:"))
+    return int(line.split()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (worker processes, a forkserver)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                found.append(int(child))
+                found.extend(descendants(int(child)))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def busiest_thread_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the process's busiest thread: near the wall time, one core is the wall."""
+    best = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            best = max(best, (int(fields[11]) + int(fields[12])) / _TICKS)
+    return best
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """CPU seconds used so far: the whole machine (all cores), the emulator, the broker."""
+
+    busy: float
+    emulator: float
+    broker: float
+
+    def __sub__(self, other: MachineCpu) -> MachineCpu:
+        return MachineCpu(
+            self.busy - other.busy, self.emulator - other.emulator, self.broker - other.broker
+        )
+
+
+def machine_cpu() -> MachineCpu:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])  # idle + iowait
+    busy = (sum(int(f) for f in fields[:8]) - idle) / _TICKS
+    emulator = broker = 0.0
+    for child in descendants(os.getpid()):
+        with contextlib.suppress(OSError):
+            if b"emulator" in Path(f"/proc/{child}/cmdline").read_bytes():
+                emulator += cpu_seconds(child)
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"kafka.Kafka" in (proc / "cmdline").read_bytes():
+                    broker += cpu_seconds(int(proc.name))
+    return MachineCpu(busy, emulator, broker)
+
+
+class CommitWatcher:
+    """Watches a group's committed offsets with one long-lived admin client.
+
+    The end offsets are read once (the records are all produced before the
+    clock starts); a look-up every 0.1 s is one OffsetFetch request, light
+    enough not to steal the CPU the service is measured on.
+    """
+
+    def __init__(self, bootstrap: str, group: str, topics: list[str]) -> None:
+        self.group = group
+        self.ends = end_offsets(bootstrap, partitions_of(bootstrap, topics))
+        self._admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="rfmcube-bench")
+
+    def close(self) -> None:
+        self._admin.close()
+
+    def committed(self) -> int:
+        """How many records the group has committed so far, over all partitions."""
+        found = self._admin.list_group_offsets({self.group: None}).get(self.group, {})
+        offsets = {(tp.topic, tp.partition): o.offset for tp, o in found.items()}
+        return sum(min(max(offsets.get(p, 0), 0), end) for p, end in self.ends.items())
+
+    def total(self) -> int:
+        return sum(self.ends.values())
+
+    def wait_all(self, service: ServiceProcess, timeout: float) -> tuple[float, float] | None:
+        """Monotonic times of the first commit and of the commit covering every record
+        (None if the service died or the timeout passed)."""
+        deadline = time.monotonic() + timeout
+        first: float | None = None
+        total = self.total()
+        while time.monotonic() < deadline and service.running():
+            done = self.committed()
+            now = time.monotonic()
+            if done and first is None:
+                first = now
+            if done >= total:
+                return (first or now), now
+            time.sleep(0.1)
+        return None
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """One run of the bare consumer (bench/ceiling.py)."""
+
+    seconds: float  # process start to the last record read
+    streaming: float  # first to last record read
+    rss_mib: float
+    cpu: float  # its own CPU seconds
+    machine: MachineCpu
+
+
+@dataclass
+class Run:
+    records: int
+    ceilings: list[Ceiling]  # the bare consumer, before and after the service
+    service_seconds: float  # process start to every record committed
+    service_first_commit: float  # process start to the first commit
+    service_cpu: float  # CPU seconds of the service process (all threads)
+    service_busiest_thread: float  # CPU seconds of its busiest thread
+    service_rss_mib: float  # VmHWM of the service process
+    workers_rss_mib: float  # VmHWM summed over its child processes (0 without any)
+    requests: int
+    machine: MachineCpu  # during the service's run
+
+    @property
+    def ceiling_rate(self) -> float:
+        """Records/s of the bare consumer: the mean time of its runs around the service's."""
+        return self.records / statistics.mean(c.seconds for c in self.ceilings)
+
+    @property
+    def service_rate(self) -> float:
+        return self.records / self.service_seconds
+
+    @property
+    def ratio(self) -> float:
+        return self.service_rate / self.ceiling_rate
+
+
+def measure_ceiling(r: Rig, count: int, tag: str = "ceiling") -> Ceiling:
+    """The bare consumer, in a child process, on a group of its own."""
+    before = machine_cpu()
+    started = time.time()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.ceiling",
+            "--bootstrap",
+            r.bootstrap,
+            "--group",
+            f"{r.group}-{tag}",
+            "--records",
+            str(count),
+            *r.topics,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    result = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return Ceiling(
+        seconds=result["last_record_at"] - started,
+        streaming=result["last_record_at"] - result["first_record_at"],
+        rss_mib=result["peak_rss_mib"],
+        cpu=result["cpu_seconds"],
+        machine=machine_cpu() - before,
+    )
+
+
+def fill(r: Rig, records: int) -> int:
+    """Produce the shop's workload until at least ``records`` records are in the topics."""
+    while len(r.shop.records) < records:
+        r.shop.workload(customers=200, guest_orders=40)
+    produce(r.bootstrap, [(x.topic, x.key, x.value) for x in r.shop.records])
+    return len(r.shop.records)
+
+
+def throughput_run(r: Rig, records: int) -> Run:
+    count = fill(r, records)
+    ceilings = [measure_ceiling(r, count, "ceiling-before")]
+    watcher = CommitWatcher(r.bootstrap, r.group, r.topics)
+    service: ServiceProcess | None = None
+    try:
+        assert watcher.total() == count, (watcher.total(), count)
+        before = machine_cpu()
+        started = time.monotonic()
+        service = r.service(requests_per_minute=1_000_000, min_window=0.2)
+        assert service.process is not None
+        caught = watcher.wait_all(service, timeout=900)
+        machine = machine_cpu() - before
+        if caught is None:
+            raise SystemExit(f"did not catch up; see {service.log_path}")
+        first_commit, finished = caught
+        pid = service.process.pid
+        cpu, busiest = cpu_seconds(pid), busiest_thread_cpu_seconds(pid)
+        rss = peak_rss_mib(service)
+        workers_rss = sum(status_kib(p, "VmHWM") for p in descendants(pid)) / 1024
+        service.stop()
+    finally:
+        watcher.close()
+        if service is not None and service.running():
+            service.kill()  # a failed run must not leave the service behind
+    ceilings.append(measure_ceiling(r, count, "ceiling-after"))
+    return Run(
+        records=count,
+        ceilings=ceilings,
+        service_seconds=finished - started,
+        service_first_commit=first_commit - started,
+        service_cpu=cpu,
+        service_busiest_thread=busiest,
+        service_rss_mib=rss,
+        workers_rss_mib=workers_rss,
+        requests=len(r.api.requests()),
+        machine=machine,
+    )
+
+
+def throughput(records: int, repeat: int) -> list[Run]:
+    """The service against the bare consumer on the same records, ``repeat`` times."""
+    runs = []
+    print(f"load before: {_loadavg()}")
+    for n in range(repeat):
         with rig(requests_per_minute=1_000_000) as r:
-            while len(r.shop.records) < records:
-                r.shop.workload(customers=200, guest_orders=40)
-            produce(r.bootstrap, [(x.topic, x.key, x.value) for x in r.shop.records])
-            count = len(r.shop.records)
-            service = r.service(requests_per_minute=1_000_000, min_window=0.2)
-            started = time.monotonic()
-            if not wait_caught_up(r.bootstrap, r.group, r.topics, service, timeout=900):
-                raise SystemExit(f"did not catch up; see {service.log_path}")
-            elapsed = time.monotonic() - started
-            rss = peak_rss_mib(service)
-            service.stop()
-            requests = len(r.api.requests())
-            rates.append(count / elapsed)
-            print(
-                f"run {run + 1}: {count} records in {elapsed:.1f} s"
-                f" = {count / elapsed:,.0f} records/s (start-up included),"
-                f" {requests} requests, peak RSS {rss:.0f} MiB"
-            )
-    print(f"median: {statistics.median(rates):,.0f} records/s")
+            run = throughput_run(r, records)
+        runs.append(run)
+        workers = f" + workers {run.workers_rss_mib:.0f} MiB" if run.workers_rss_mib else ""
+        bare = ", ".join(
+            f"{run.records / c.seconds:,.0f}/s (streaming {run.records / c.streaming:,.0f}/s,"
+            f" CPU {c.cpu / run.records * 1e6:.0f} µs/record, {c.machine.busy / c.seconds:.2f}"
+            " cores busy)"
+            for c in run.ceilings
+        )
+        print(
+            f"run {n + 1}: {run.records} records;"
+            f" bare consumer {run.ceiling_rate:,.0f} records/s (before, after: {bare});\n"
+            f"       service {run.service_seconds:.1f} s = {run.service_rate:,.0f} records/s"
+            f" (first commit at {run.service_first_commit:.1f} s); ratio {run.ratio:.2f}\n"
+            f"       service: {run.requests} requests, CPU {run.service_cpu:.1f} s"
+            f" ({run.service_cpu / run.records * 1e6:.0f} µs/record)"
+            f" ({run.service_cpu / run.service_seconds:.2f} cores; busiest thread"
+            f" {run.service_busiest_thread:.1f} s), peak RSS {run.service_rss_mib:.0f} MiB"
+            f"{workers}; bare consumer peak RSS {max(c.rss_mib for c in run.ceilings):.0f} MiB\n"
+            f"       {machine_line(run.machine, run.service_seconds, run.service_cpu)};"
+            f" load {_loadavg()}"
+        )
+    ceiling = statistics.median(run.ceiling_rate for run in runs)
+    service = statistics.median(run.service_rate for run in runs)
+    ratio = statistics.median(run.ratio for run in runs)
+    rss = max(run.service_rss_mib + run.workers_rss_mib for run in runs)
+    print(
+        f"median of {len(runs)}: bare consumer {ceiling:,.0f} records/s,"
+        f" service {service:,.0f} records/s, ratio {ratio:.2f} (median of the per-run ratios);"
+        f" peak RSS of the service {rss:.0f} MiB (highest run)"
+    )
+    return runs
+
+
+def machine_line(machine: MachineCpu, seconds: float, service_cpu: float) -> str:
+    cores = os.cpu_count() or 1
+    rest = machine.busy - service_cpu - machine.emulator - machine.broker
+    return (
+        f"machine during the service's run: {machine.busy / seconds:.2f} of {cores} cores busy"
+        f" (service {service_cpu:.1f} s, emulator {machine.emulator:.1f} s,"
+        f" broker {machine.broker:.1f} s, everything else {rest:.1f} s of CPU)"
+    )
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def steady(rate: int, seconds: int) -> None:
