@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from consumer.coalesce import Window
 
 from bench.pipeline import (
     API_KEY,
@@ -53,7 +54,6 @@ from bench.pipeline import (
     rig,
     status_kib,
 )
-from consumer.coalesce import Window
 from consumer.decode import decode_record, parse_hint
 from consumer.mapping import Mapping
 from consumer.planner import Planner
