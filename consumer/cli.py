@@ -7,10 +7,16 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from consumer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from consumer.config import Settings
+    from consumer.mapping import Mapping
 
 SECRETS_DIR_ENV = "RFMCUBE_CDC_SECRETS_DIR"
 
@@ -54,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate the configuration and mapping, report every problem, exit"
     )
     _add_sources(check)
+    resync = sub.add_parser(
+        "resync",
+        help="send every document again (or those changed since a time), resumable",
+        description="Ask the running active instance, on this machine, to send every"
+        " customer with its orders again, as imports packed near the size limit, within the"
+        " key's budget; then follow its progress. Interrupting this command leaves the"
+        " resync running. --dry-run says what it would cost and sends nothing.",
+    )
+    _add_sources(resync)
+    resync.add_argument(
+        "--since",
+        help="only what changed after this time: 2026-11-27T18:00:00Z, or back from now: 24h",
+    )
+    resync.add_argument("--dry-run", action="store_true", help="print the plan, send nothing")
     return parser
 
 
@@ -63,6 +83,28 @@ def _refuse(error: ConfigError) -> int:
     for path, problem in error.problems:
         print(f"  {path}: {problem}", file=sys.stderr)
     return 2
+
+
+def _resync(args: argparse.Namespace, settings: Settings, mapping: Mapping) -> int:
+    from consumer.resync import parse_since
+    from consumer.resync_cli import dry_run, request_resync
+
+    try:
+        since_ms = None if args.since is None else parse_since(args.since)
+    except ValueError as exc:
+        print(f"rfmcube-cdc resync: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        try:
+            return dry_run(settings, mapping, since_ms, sys.stdout)
+        except (OSError, sqlite3.Error) as exc:
+            print(f"rfmcube-cdc resync: cannot read the store: {exc}", file=sys.stderr)
+            return 6
+    try:
+        return request_resync(settings, since_ms, sys.stdout)
+    except KeyboardInterrupt:
+        print("\nthe resync goes on in the service; run this command again to follow it")
+        return 0
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
@@ -86,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"configuration ok: topics {', '.join(mapping.topics())}")
         return 0
+    if args.command == "resync":
+        return _resync(args, settings, mapping)
     configure(settings.service.log_format, settings.service.log_level)
     from consumer.service import EXIT_STORE, Service, StoreUnusable
 

@@ -5,11 +5,15 @@ joining what is owed, so the next flush carries more of them in the same
 number of requests; ``min_window`` keeps a burst together. One flush at a
 time: two in flight could deliver versions of one document out of order.
 
-A flush takes the documents owed longest (up to ``max_documents``), plans
-them (:mod:`consumer.planner`), sends them (:mod:`consumer.sender`) and
-settles the outcome in the store in one transaction
-(:meth:`Obligations.settle`). What it does not settle stays owed: a crash
-anywhere in between sends it again, never loses it.
+A flush takes the documents owed longest, page by page (up to
+``max_documents``), plans each page (:mod:`consumer.planner`) and sends it
+(:mod:`consumer.sender`): imports are packed near ``max_request_bytes``
+across pages, so a backlog of a million documents (a resync, a long outage)
+goes out in as few requests as its bytes need, with a page of documents in
+memory at a time. Every answered request is settled in the store at once, in
+one transaction (:meth:`Obligations.settle`). What is not settled stays owed:
+a crash anywhere sends it again, never loses it, and never sends again what
+was accepted.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from dataclasses import dataclass, field
 
 from consumer.errors import NotActive
 from consumer.obligations import AcceptedImport, Obligations, Settlement
-from consumer.planner import Planner
+from consumer.planner import Plan, Planner
 from consumer.ratelimit import RateLimiter
-from consumer.sender import DeadDoc, Sender
+from consumer.sender import DeadDoc, Outcome, Sender
 from schemas.debezium import Position
-from schemas.entities import DocRef
+from schemas.entities import DocRef, Kind
 
 __all__ = ["FlushStats", "Flusher"]
 
@@ -45,6 +49,8 @@ class FlushStats:
     documents_unchanged: int = 0
     parked: int = 0
     dead: int = 0
+    settled: int = 0  # obligations met, sent or not
+    bytes_sent: int = 0  # of the documents accepted imports carried
     last_accepted_at: float | None = None
 
 
@@ -58,6 +64,7 @@ class Flusher:
         *,
         min_window: float,
         max_documents: int,
+        chunk: int = 2_000,
         hold_imports: bool,
         dead_letter_doc: DeadLetterDoc,
         hurry_imports: Callable[[set[str]], None],
@@ -69,6 +76,7 @@ class Flusher:
         self._limiter = limiter
         self._min_window = min_window
         self._max_documents = max_documents
+        self._chunk = chunk
         self._hold_imports = hold_imports
         self._dead_letter_doc = dead_letter_doc
         self._hurry_imports = hurry_imports
@@ -105,50 +113,88 @@ class Flusher:
             return await self._flush()
 
     async def _flush(self) -> bool:
+        """Owed documents in pages of ``chunk`` (the longest owed first), planned page
+        by page and sent through one :class:`Dispatch`: imports packed across pages.
+        Each answered request, and each page's documents that need none, are settled
+        at once. Returns whether anything was sent or settled."""
         obligations = self._obligations
-        owed = obligations.take(self._max_documents)
-        if not owed:
-            return False
-        plan = self._planner.plan(owed, self._clock())
-        self._hurry_imports(plan.hurry)
+        dispatch = self._sender.dispatch(self._settle_outcome)
+        progressed = False
+        after: tuple[float, int] | None = None
+        until = obligations.last_seq()  # what changes meanwhile is the next flush's
+        taken = 0
         try:
-            outcome = await self._sender.send(
-                plan, in_pending_import=lambda refs: bool(obligations.imports_carrying(refs))
-            )
+            while taken < self._max_documents:
+                owed = obligations.take(self._chunk, after, until)
+                if not owed:
+                    break
+                after = (owed[-1].since, owed[-1].seq)
+                taken += len(owed)
+                plan = self._planner.plan(owed, self._clock())
+                self._hurry_imports(plan.hurry)
+                await dispatch.add(
+                    plan,
+                    # A merge only when this page is all that is owed.
+                    merge=taken == len(owed) and len(owed) < self._chunk,
+                    in_pending_import=lambda refs: bool(obligations.imports_carrying(refs)),
+                )
+                progressed |= self._settle_plan(plan)
+                progressed |= bool(plan.deletes or plan.groups)
+            await dispatch.finish()
         except NotActive:
-            log.warning("no longer the active instance: the flush is dropped, nothing settled")
+            log.warning("no longer the active instance: what this flush did not send stays owed")
+        return progressed
+
+    def _settle_plan(self, plan: Plan) -> bool:
+        """What a page needs no request for: unchanged, parked, rejected documents."""
+        rejected = [DeadDoc(d.ref, d, reason, b"") for d, reason in plan.rejected]
+        done = [*plan.done, *plan.parked, *(doc for doc, _ in plan.rejected)]
+        if not done:
             return False
-        settlement = Settlement(
-            done=[*plan.done, *plan.parked, *outcome.done, *(doc for doc, _ in plan.rejected)],
-            accepted=outcome.accepted,
-            deleted=outcome.deleted,
-            imports=[
-                AcceptedImport(sent.process_id, sent.docs, self._hold_imports)
-                for sent in outcome.imports
-                if sent.process_id is not None
-            ],
-        )
-        dead = [*outcome.dead, *(DeadDoc(d.ref, d, reason, b"") for d, reason in plan.rejected)]
-        positions = {d.ref: obligations.position_of(d.ref) for d in dead}
-        obligations.settle(settlement)
-        for doc in dead:
-            self._dead_letter_doc(doc.ref, positions[doc.ref], doc.reason, doc.body)
+        positions = {d.ref: self._obligations.position_of(d.ref) for d in rejected}
+        self._obligations.settle(Settlement(done=done))
+        for dead in rejected:
+            self._dead_letter_doc(dead.ref, positions[dead.ref], dead.reason, dead.body)
         stats = self.stats
-        stats.flushes += 1
-        stats.requests.update(outcome.requests)
-        stats.documents_sent += len(outcome.accepted)
         stats.documents_unchanged += len(plan.done)
         stats.parked += len(plan.parked)
-        stats.dead += len(dead)
-        if outcome.accepted or outcome.deleted:
-            stats.last_accepted_at = self._clock()
+        stats.dead += len(rejected)
+        stats.settled += len(done)
         if plan.parked:
             log.info(
                 "%d orders wait for their customer, which is not known yet: they go out"
                 " when it arrives",
                 len(plan.parked),
             )
-        return bool(settlement.done or outcome.requests)
+        return True
+
+    def _settle_outcome(self, outcome: Outcome) -> None:
+        """One answered request: what it delivered leaves the store, in one transaction."""
+        obligations = self._obligations
+        positions = {d.ref: obligations.position_of(d.ref) for d in outcome.dead}
+        obligations.settle(
+            Settlement(
+                done=outcome.done,
+                accepted=outcome.accepted,
+                deleted=outcome.deleted,
+                imports=[
+                    AcceptedImport(sent.process_id, sent.docs, self._hold_imports)
+                    for sent in outcome.imports
+                    if sent.process_id is not None
+                ],
+            )
+        )
+        for dead in outcome.dead:
+            self._dead_letter_doc(dead.ref, positions[dead.ref], dead.reason, dead.body)
+        stats = self.stats
+        stats.flushes += 1
+        stats.requests.update(outcome.requests)
+        stats.documents_sent += sum(1 for ref in outcome.accepted if ref[0] is not Kind.GUEST)
+        stats.dead += len(outcome.dead)
+        stats.settled += len(outcome.done)
+        stats.bytes_sent += outcome.bytes
+        if outcome.accepted or outcome.deleted:
+            stats.last_accepted_at = self._clock()
 
 
 async def _first(event: asyncio.Event | None, stopping: asyncio.Event, timeout: float) -> None:

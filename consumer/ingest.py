@@ -103,17 +103,19 @@ class Ingest:
         owe: bool = True,
         dead_letters: bool = True,
         follower: bool = False,
+        rebuild: bool = False,
     ) -> int:
         """Apply a batch; returns how many documents it made owed.
 
         A standby's follower (``follower``) writes no dead letters (the active
         does) and forgets the accepted hashes of what it touches (the active may
-        have sent them since)."""
+        have sent them since). ``rebuild`` applies records again below the applied
+        offsets (a new mapping maps them differently)."""
         bad = self._bad if dead_letters else self._count_bad
         applied = self.applied
         fresh: list[RawRecord] = []
         for record in records:
-            if record.offset < applied.get((record.topic, record.partition), 0):
+            if not rebuild and record.offset < applied.get((record.topic, record.partition), 0):
                 self.stats.already_applied += 1
                 try:
                     self.change_of(record)
@@ -142,7 +144,10 @@ class Ingest:
                 except BadRecord as exc:
                     bad(record, exc.reason)
             batch.set_offsets(_next_offsets(fresh))
-        self.applied = {**applied, **_next_offsets(fresh)}
+        self.applied = {
+            **applied,
+            **{tp: max(o, applied.get(tp, 0)) for tp, o in _next_offsets(fresh).items()},
+        }
         if follower:
             self.stats.followed += len(fresh)
         elif owe:

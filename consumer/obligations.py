@@ -92,10 +92,23 @@ class Obligations:
         found = self.db.execute("SELECT min(since) FROM owed").fetchone()[0]
         return None if found is None else float(found)
 
-    def take(self, limit: int) -> list[OwedDoc]:
-        """Up to ``limit`` owed documents, the longest owed first."""
+    def last_seq(self) -> int:
+        """The newest obligation's number: a flush takes nothing newer (what changes
+        while it runs is for the next flush)."""
+        return self.store.last_seq()
+
+    def take(
+        self, limit: int, after: tuple[float, int] | None = None, until_seq: int | None = None
+    ) -> list[OwedDoc]:
+        """Up to ``limit`` owed documents, the longest owed first; ``after`` the
+        (since, seq) of the last one taken, for the next page; none newer than
+        ``until_seq``."""
+        since, seq = after if after is not None else (float("-inf"), -1)
+        until = until_seq if until_seq is not None else self.store.last_seq()
         rows = self.db.execute(
-            "SELECT kind, key, seq, since FROM owed ORDER BY since, seq LIMIT ?", (limit,)
+            "SELECT kind, key, seq, since FROM owed WHERE (since, seq) > (?, ?) AND seq <= ?"
+            " ORDER BY since, seq LIMIT ?",
+            (since, seq, until, limit),
         ).fetchall()
         docs = {
             (Kind(kind), key): OwedDoc((Kind(kind), key), seq, since)
@@ -132,6 +145,59 @@ class Obligations:
             sorted(set(customer_keys)),
         )
         return {key for (key,) in found}
+
+    def owe_everything(self, *, since_ms: int | None, forget: bool) -> tuple[int, int, int]:
+        """Owe every customer and order (changed since ``since_ms``, when given),
+        grouped by customer so that pages carry whole customers. With ``forget``,
+        Rfmcube is assumed not to hold them: their accepted hashes are dropped, so
+        each goes out whatever it held. Returns (documents, first seq, last seq)."""
+        now = self._clock()
+        first = self.store.last_seq() + 1
+        changed = "(:since IS NULL OR changed_ms >= :since)"
+        scope = f"""
+            SELECT 'customer' AS kind, key, key AS owner FROM rows
+             WHERE kind = 'customer' AND deleted = 0 AND {changed}
+            UNION ALL
+            SELECT 'order', o.key, coalesce(o.parent, '@' || o.email) FROM rows o
+             WHERE o.kind = 'order' AND (:since IS NULL OR o.changed_ms >= :since
+                   OR EXISTS (SELECT 1 FROM rows i WHERE i.kind = 'item' AND i.parent = o.key
+                              AND i.changed_ms >= :since))
+        """
+        params = {"since": since_ms, "first": first, "now": now}
+        with self.store.transaction() as db:
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS resync_scope (kind TEXT, key TEXT, owner TEXT)"
+            )
+            db.execute("DELETE FROM resync_scope")
+            db.execute(f"INSERT INTO resync_scope {scope}", params)
+            count = int(db.execute("SELECT count(*) FROM resync_scope").fetchone()[0])
+            db.execute(
+                "INSERT INTO owed (kind, key, seq, since)"
+                " SELECT kind, key, :first - 1 + row_number() OVER (ORDER BY owner, kind, key),"
+                " :now FROM resync_scope WHERE true"
+                " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
+                params,
+            )
+            if forget:
+                db.execute(
+                    "DELETE FROM accepted WHERE EXISTS (SELECT 1 FROM resync_scope s"
+                    " WHERE s.kind = accepted.kind AND s.key = accepted.key)"
+                )
+                # The guest customers of those orders: Rfmcube may hold none any more.
+                db.execute(
+                    "DELETE FROM accepted WHERE kind = 'guest' AND key IN (SELECT substr(owner, 2)"
+                    " FROM resync_scope WHERE owner LIKE '@%')"
+                )
+            db.execute("DELETE FROM resync_scope")
+        self.store.advance_seq(first - 1 + count)
+        return count, first, first - 1 + count
+
+    def owed_between(self, first: int, last: int) -> int:
+        """Owed documents numbered from ``first`` to ``last`` (a resync's, still owed)."""
+        found = self.db.execute(
+            "SELECT count(*) FROM owed WHERE seq BETWEEN ? AND ?", (first, last)
+        ).fetchone()
+        return int(found[0])
 
     def owe(self, refs: Iterable[DocRef]) -> int:
         """Owe these documents again (no record waits on them); returns how many."""

@@ -3,9 +3,10 @@
 Requests are the scarce resource (60 a minute), so everything a flush holds
 goes out in as few requests as the byte limit allows: customer deletes one by
 one (the API has no bulk delete), then either one merge (a single registered
-customer's document) or imports packed below ``max_request_bytes``. Each
-customer is serialized once; an import body is a concatenation of them, so a
-416 split re-packs bytes instead of serializing again.
+customer's document) or imports packed below ``max_request_bytes``
+(:class:`consumer.sender.Dispatch`). Each customer is serialized once into a
+:class:`Part`; an import body is a concatenation of parts, so a 416 split
+re-packs bytes instead of serializing again.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from consumer.planner import CustomerGroup, Delete, Plan
+from consumer.planner import CustomerGroup, Delete, Plan, Upsert
+from schemas.entities import DocRef
 from schemas.rfmcube import (
     delete_customer_body,
+    document_hash,
     dumps,
     import_body_bytes,
     import_customer,
@@ -24,27 +27,33 @@ from schemas.rfmcube import (
 )
 
 __all__ = [
-    "ImportParts",
+    "Part",
     "delete_body",
-    "import_parts",
+    "import_body",
     "merge_body",
-    "pack",
+    "part_of",
     "single_merge",
 ]
 
 
 @dataclass(frozen=True, slots=True)
-class ImportParts:
-    """The customers of a flush, each serialized once, and how to wrap them."""
+class Part:
+    """One customer of an import, serialized once, and what it carries."""
 
-    groups: Sequence[CustomerGroup]
-    parts: Sequence[bytes]
-    trigger_integrations: bool
+    body: bytes
+    upserts: tuple[Upsert, ...]
+    container: DocRef  # the customer document Rfmcube holds for it
+    container_hash: str | None  # a guest's container: its hash; else None
 
-    def body(self, chunk: Sequence[int]) -> bytes:
-        return import_body_bytes(
-            [self.parts[i] for i in chunk], trigger_integrations=self.trigger_integrations
-        )
+
+def part_of(group: CustomerGroup) -> Part:
+    body = dumps(import_customer(group.customer_doc, [o.doc for o in group.orders]))
+    container_hash = document_hash(group.customer_doc) if group.guest else None
+    return Part(body, tuple(group.upserts), group.container_ref, container_hash)
+
+
+def import_body(parts: Sequence[Part], *, trigger_integrations: bool) -> bytes:
+    return import_body_bytes([p.body for p in parts], trigger_integrations=trigger_integrations)
 
 
 def delete_body(delete: Delete) -> bytes:
@@ -72,25 +81,3 @@ def merge_body(group: CustomerGroup, *, trigger_integrations: bool) -> tuple[str
         trigger_integrations=trigger_integrations,
     )
     return "merge_order", dumps(order)
-
-
-def import_parts(groups: Sequence[CustomerGroup], *, trigger_integrations: bool) -> ImportParts:
-    parts = [dumps(import_customer(g.customer_doc, [o.doc for o in g.orders])) for g in groups]
-    return ImportParts(groups, parts, trigger_integrations)
-
-
-def pack(sizes: Sequence[int], budget: int) -> list[list[int]]:
-    """Indexes of consecutive parts, each run's bytes (with commas) within ``budget``.
-    A part larger than the budget goes alone (the API will say 416 if it must)."""
-    chunks: list[list[int]] = []
-    chunk: list[int] = []
-    size = 0
-    for index, part in enumerate(sizes):
-        if chunk and size + part + 1 > budget:
-            chunks.append(chunk)
-            chunk, size = [], 0
-        chunk.append(index)
-        size += part + 1
-    if chunk:
-        chunks.append(chunk)
-    return chunks

@@ -131,18 +131,24 @@ class _Planning:
         self.forced: set[str] = set()  # customers Rfmcube deletes first: orders sent whatever
         self.retired: set[str] = set()  # emails whose guest customer is deleted first
         self.deleting: set[str] = set()  # customers whose delete this plan sends
-        self._deletes_owed: set[str] | None = None
+        self._deletes_owed: dict[str, bool] | None = None
 
-    def deletes_owed(self) -> set[str]:
-        """Customers of the planned orders whose delete is still owed (read once)."""
+    def delete_owed(self, customer_key: str) -> bool:
+        """Whether this customer still has a delete owed (in this plan or a later one)."""
         if self._deletes_owed is None:
             parents = set()
             for doc in self.owed:
                 stored = self.view.get(*doc.ref) if doc.ref[0] is Kind.ORDER else None
                 if stored is not None and stored.row.parent is not None:
                     parents.add(stored.row.parent)
-            self._deletes_owed = self.planner._obligations.deletes_owed(parents)
-        return self._deletes_owed
+            self._deletes_owed = {key: False for key in parents}
+            for key in self.planner._obligations.deletes_owed(parents):
+                self._deletes_owed[key] = True
+        found = self._deletes_owed.get(customer_key)
+        if found is None:
+            found = bool(self.planner._obligations.deletes_owed([customer_key]))
+            self._deletes_owed[customer_key] = found
+        return found
 
     def run(self) -> Plan:
         customers = [doc for doc in self.owed if doc.ref[0] is Kind.CUSTOMER]
@@ -251,7 +257,7 @@ class _Planning:
             if customer is not None and customer.deleted:
                 # Gone with its customer, once Rfmcube deleted that customer: until
                 # then its records wait (a delete may be held back by an import).
-                if order.parent in self.deleting or order.parent not in self.deletes_owed():
+                if order.parent in self.deleting or not self.delete_owed(order.parent):
                     plan.done.append(doc)
                 else:
                     plan.deferred.append(doc)
@@ -269,7 +275,12 @@ class _Planning:
         else:
             owner = view.customer_by_email(order.email)
 
-        if owner is not None and owner.key in self.blocked:
+        if owner is not None and (
+            owner.key in self.blocked
+            or (owner.key not in self.deleting and self.delete_owed(owner.key))
+        ):
+            # Its customer is deleted first (later in this flush, or once an import
+            # it waits for completed): sent now, the order would be deleted with it.
             plan.deferred.append(doc)
             return
         document = order_document(order, view.items_of(order.key))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sqlite3
@@ -44,10 +45,12 @@ from consumer.health import HealthServer
 from consumer.imports import ProcessChecker
 from consumer.ingest import Ingest
 from consumer.mapping import Mapping as ShopMapping
+from consumer.mapping.fingerprint import changes, fingerprint, rows_differ
 from consumer.metrics import Metrics, ServiceState
 from consumer.obligations import Obligations
 from consumer.planner import Planner
 from consumer.ratelimit import RateLimiter
+from consumer.resync import Resync
 from consumer.sender import Sender
 from consumer.source import CommitFailed, KafkaSource, SourceError, SourceSettings, batch_bytes
 from consumer.store import StateStore
@@ -61,7 +64,7 @@ T = TypeVar("T")
 
 COMMIT_INTERVAL_SECONDS = 1.0
 REVOKE_BUDGET_SECONDS = 5.0  # heartbeats wait while a revocation is handled
-MAX_DOCUMENTS_PER_FLUSH = 20_000
+MAX_DOCUMENTS_PER_FLUSH = 10_000_000  # a flush pages through a whole backlog
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -118,6 +121,7 @@ class Service:
         self.follower: Follower | None = None
         self.client: RfmcubeClient | None = None
         self.prometheus = Metrics(self)
+        self.resync = Resync(self.store, self.obligations, sent=self._sent_so_far)
         self._sending_allowed = False  # see _take_role
         self._deadletters: DeadLetters | None = None
         self._stopping = asyncio.Event()
@@ -127,6 +131,7 @@ class Service:
         self.fatal: BaseException | None = None
         self.restore_progress = 0.0
         self._restoring: asyncio.Future[int] | None = None
+        self._new_mapping: dict[str, Any] | None = None  # to record once the store has it
         self._owed_checked_at = 0.0
 
     # -- dead letters ---------------------------------------------------------------
@@ -145,10 +150,27 @@ class Service:
 
     # -- start-up -------------------------------------------------------------------
 
+    def _mapping_changed(self) -> bool:
+        """Compare the mapping with the one the store's rows were built with; log what
+        changed. True when the rows must be rebuilt from the topics."""
+        current = self.mapping.describe()
+        raw = self.store.meta("mapping")
+        if raw is None:
+            self.store.set_meta("mapping", json.dumps(current))
+            return False
+        previous = json.loads(raw)
+        if fingerprint(previous) == fingerprint(current):
+            return False
+        for line in changes(previous, current) or ["details only"]:
+            log.info("the mapping changed: %s", line)
+        self._new_mapping = current
+        return rows_differ(previous, current)
+
     def restore(self) -> int:
         """Replay into the store what the group committed but the store lacks (no API
-        call: those records' obligations were met). Runs in a thread; stops early
-        when the service is asked to stop."""
+        call: those records' obligations were met); after a mapping change, every
+        record the store applied first. Runs in a thread; stops early when the
+        service is asked to stop."""
         kafka = self.settings.kafka
         parts = replay_mod.partitions_of(
             kafka.bootstrap_servers, self.mapping.topics(), extra=kafka.extra
@@ -157,11 +179,30 @@ class Service:
             kafka.bootstrap_servers, kafka.group_id, parts, extra=kafka.extra
         )
         applied = self.store.applied_offsets()
+        if self._mapping_changed():
+            log.info("rebuilding the store's rows from the topics with the new mapping")
+            self._replay({p: 0 for p in applied}, dict(applied), rebuild=True)
         end = {p: c for p, c in committed.items() if c is not None and c > applied.get(p, 0)}
+        restored = self._replay({p: applied.get(p, 0) for p in end}, end, rebuild=False)
+        if self._new_mapping is not None and not self._stop_requested.is_set():
+            # Every document compared with what Rfmcube holds: what changed goes out.
+            state, _ = self.resync.start(None, forget=False)
+            self.store.set_meta("mapping", json.dumps(self._new_mapping))
+            log.info(
+                "the new mapping: %d documents to compare with what Rfmcube holds (resync %s)",
+                state.documents,
+                state.id,
+            )
+        return restored
+
+    def _replay(
+        self, start: dict[tuple[str, int], int], end: dict[tuple[str, int], int], *, rebuild: bool
+    ) -> int:
+        kafka = self.settings.kafka
+        end = {p: o for p, o in end.items() if o > start.get(p, 0)}
         if not end:
             self.restore_progress = 1.0
             return 0
-        start = {p: applied.get(p, 0) for p in end}
         total = sum(end[p] - start[p] for p in end)
         log.info(
             "restoring the store from the topics: %d records in %d partitions", total, len(end)
@@ -174,7 +215,7 @@ class Service:
                     "restore interrupted after %d records: it resumes at the next start", restored
                 )
                 return restored
-            self.ingest.ingest(records, owe=False)
+            self.ingest.ingest(records, owe=False, rebuild=rebuild)
             restored += len(records)
             self.restore_progress = min(1.0, restored / total)
             if time.monotonic() - last_log >= 10:
@@ -383,7 +424,62 @@ class Service:
             alive=lambda: self.fatal is None,
             ready=lambda: self._streaming,
             metrics=self.prometheus.registry,
+            control=self,
         )
+
+    # -- resync (asked for on the health port: consumer/resync_cli.py) -----------------
+
+    def start_resync(self, since_ms: int | None) -> tuple[int, dict[str, Any]]:
+        if not self._is_active() or self.flusher is None:
+            return 409, {
+                "message": "this instance is not the active one (it stands by, or starts):"
+                " run rfmcube-cdc resync beside the active instance (rfmcube_cdc_active 1)"
+            }
+        state, started = self.resync.start(since_ms)
+        if started:
+            log.info(
+                "resync %s started: %d documents owed%s",
+                state.id,
+                state.documents,
+                "" if since_ms is None else f", changed since {since_ms} ms",
+            )
+        self.flusher.dirty.set()
+        return 202, {**state.as_json(), "started": started}
+
+    def resync_status(self) -> tuple[int, dict[str, Any]]:
+        state = self.resync.current()
+        if state is None:
+            return 404, {"message": "no resync was asked for"}
+        return 200, state.as_json()
+
+    def _sent_so_far(self) -> tuple[int, int]:
+        if self.flusher is None:
+            return 0, 0
+        stats = self.flusher.stats
+        return sum(stats.requests.values()), stats.bytes_sent
+
+    async def _progress_loop(self) -> None:
+        """Every 10 s while a resync runs, a progress line (JSON logs: one object)."""
+        while not self._stopping.is_set():
+            await self._sleep_or_stop(10.0)
+            state = self.resync.current()
+            if state is None or (
+                state.finished_at is not None and state.finished_at < time.time() - 15
+            ):
+                continue
+            done = state.documents - state.remaining
+            elapsed = max(time.time() - state.started_at, 1e-3)
+            eta = state.remaining / (done / elapsed) if done else None
+            log.info(
+                "resync %s %s: %d of %d documents sent, %d bytes, %d requests%s",
+                state.id,
+                state.state,
+                done,
+                state.documents,
+                state.bytes_sent,
+                state.requests,
+                "" if eta is None or state.state == "done" else f", about {eta:.0f} s left",
+            )
 
     def metrics_state(self) -> ServiceState:
         """What /metrics reports (consumer/metrics.py reads it at each scrape)."""
@@ -562,6 +658,7 @@ class Service:
             asyncio.create_task(checker.run(self._stopping, self._is_active), name="checks"),
             asyncio.create_task(self._commit_loop(source), name="commit"),
             asyncio.create_task(self._standby_loop(source), name="standby"),
+            asyncio.create_task(self._progress_loop(), name="progress"),
         ]
         tasks = [flushing, *others]
         stop = asyncio.create_task(self._stopping.wait())

@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS owed (
     kind TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, since REAL NOT NULL,
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS owed_by_since ON owed (since);
+CREATE INDEX IF NOT EXISTS owed_by_age ON owed (since, seq);
 CREATE TABLE IF NOT EXISTS owed_deletes (
     seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, id TEXT, email TEXT
 );
@@ -150,6 +150,17 @@ class StateStore:
             float(at) for (at,) in self.db.execute("SELECT at FROM sends WHERE at >= ?", (since,))
         ]
 
+    @classmethod
+    def open_read_only(cls, path: str | Path) -> StateStore:
+        """The store of a running service, to read beside it (WAL lets readers in)."""
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no store at {path}")
+        store = cls.__new__(cls)
+        store.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        store._seq = 0
+        store._in_transaction = False
+        return store
+
     def _migrate(self) -> None:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(rows)")}
         if "changed_ms" not in columns:  # a store of version 1
@@ -158,6 +169,13 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def last_seq(self) -> int:
+        return self._seq
+
+    def advance_seq(self, seq: int) -> None:
+        """Numbers up to ``seq`` were given out in SQL (a resync's owed documents)."""
+        self._seq = max(self._seq, seq)
 
     def next_seq(self) -> int:
         """A number that orders every obligation ever written (deletes among upserts)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from consumer.errors import BadRecord
 from consumer.mapping.loading import parse, read_text
+from consumer.mapping.model import CustomerDelete, MappingFile
 from consumer.mapping.rules import OrderDeletePolicy, TableRules, compile_rules
 from consumer.mapping.values import Reject, key_text, to_email, to_text
 from schemas.debezium import UNAVAILABLE, ChangeEvent, Position, Row
@@ -33,14 +34,20 @@ UNAVAILABLE_EMAIL = {Kind.CUSTOMER: "email", Kind.ORDER: "customerEmail"}
 class Mapping:
     """A loaded mapping file: which topic is which entity, which column feeds which field."""
 
-    __slots__ = ("_tables", "order_delete", "source")
+    __slots__ = ("_tables", "customer_delete", "model", "order_delete", "source")
 
     def __init__(
-        self, tables: dict[str, TableRules], order_delete: OrderDeletePolicy, source: str
+        self,
+        tables: dict[str, TableRules],
+        order_delete: OrderDeletePolicy,
+        source: str,
+        model: MappingFile | None = None,
     ) -> None:
         self._tables = tables
         self.order_delete = order_delete
         self.source = source
+        self.model = model
+        self.customer_delete = model.customer_delete if model is not None else CustomerDelete()
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Mapping:
@@ -50,8 +57,16 @@ class Mapping:
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "<mapping>") -> Mapping:
-        tables, order_delete = compile_rules(parse(text, source), source)
-        return cls(tables, order_delete, source)
+        model = parse(text, source)
+        tables, order_delete = compile_rules(model, source)
+        return cls(tables, order_delete, source, model)
+
+    def describe(self) -> dict[str, Any]:
+        """What the mapping does, as plain data (consumer/mapping/fingerprint.py)."""
+        from consumer.mapping.fingerprint import describe
+
+        assert self.model is not None
+        return describe(self.model)
 
     def __repr__(self) -> str:
         return f"Mapping({self.source!r}, topics={self.topics()!r})"

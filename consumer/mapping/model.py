@@ -130,6 +130,20 @@ class OrderDelete(_Strict):
     status_label: str | None = None
 
 
+class CustomerDelete(_Strict):
+    """``{policy: delete}`` (the default): ``delete_customer`` (Rfmcube deletes the
+    customer and its orders); ``{policy: anonymize, email_domain: ..., keep: [...]}``:
+    the customer stays with its orders, under a keyed hash of its email at
+    ``email_domain``, without its names and every descriptor not in ``keep``
+    (Rfmcube field names). The hash's key is never in this file: it comes from
+    ``$RFMCUBE_ANONYMIZE_KEY`` or ``privacy.anonymize_key_file``."""
+
+    policy: Literal["delete", "anonymize"] = "delete"
+    email_domain: str = Field(default="anonymized.invalid", pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]+$")
+    keep: tuple[str, ...] = ()
+
+
 class MappingFile(_Strict):
     entities: Entities
     order_delete: OrderDelete = Field(default_factory=OrderDelete)
+    customer_delete: CustomerDelete = Field(default_factory=CustomerDelete)

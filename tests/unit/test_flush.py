@@ -101,7 +101,14 @@ class FakeApi:
 
 
 class Harness:
-    def __init__(self, *, orphan_wait: float = 30.0, hold_imports: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        orphan_wait: float = 30.0,
+        hold_imports: bool = False,
+        max_request_bytes: int = 200_000_000,
+        chunk: int = 2_000,
+    ) -> None:
         self.now = 1000.0
         self.mapping = Mapping.load(None)
         self.store = StateStore(":memory:")
@@ -117,10 +124,11 @@ class Harness:
                 mark_deleted=self.mapping.mark_deleted,
                 orphan_wait=orphan_wait,
             ),
-            Sender(self.api, max_request_bytes=200_000_000),
+            Sender(self.api, max_request_bytes=max_request_bytes),
             limiter,
             min_window=0.0,
-            max_documents=1000,
+            max_documents=1_000_000,
+            chunk=chunk,
             hold_imports=hold_imports,
             dead_letter_doc=lambda ref, pos, reason, body: self.dead.append((ref, reason)),
             hurry_imports=lambda pids: None,
@@ -407,3 +415,43 @@ async def test_an_unknown_process_state_or_a_404_sends_the_import_again(
     h.api.process = process  # type: ignore[method-assign]
     await h.check_imports()
     assert h.obligations.owed_count() == 2 and h.obligations.pending_imports() == 0
+
+
+async def test_a_backlog_goes_out_in_imports_packed_near_the_limit_across_pages() -> None:
+    h = Harness(max_request_bytes=20_000, chunk=40)
+    for number in range(300):
+        h.change("customer", Op.CREATE, customer(number, f"c{number}@x.it"))
+    calls = await h.flush()
+    imports = [body for call, body in calls if call == "import"]
+    sizes = [len(orjson.dumps(body)) for body in imports]
+    assert all(size <= 20_000 for size in sizes)
+    customers = [c["email"] for body in imports for c in body["customers"]]
+    assert sorted(customers) == sorted(f"c{n}@x.it" for n in range(300))
+    # Packed across pages of 40: every import but the last is nearly full.
+    assert len(imports) <= -(-sum(sizes) // 20_000) + 1
+    assert h.obligations.owed_count() == 0
+
+
+async def test_a_flush_cut_short_keeps_owed_exactly_what_was_not_accepted() -> None:
+    h = Harness(max_request_bytes=20_000, chunk=40)
+    for number in range(300):
+        h.change("customer", Op.CREATE, customer(number, f"c{number}@x.it"))
+    real_send = h.api.send
+    sent: list[str] = []
+    answered = count()
+
+    async def crash_on_the_third(call: str, body: bytes) -> dict[str, Any]:
+        if next(answered) == 2:
+            raise RuntimeError("killed")
+        answer = await real_send(call, body)
+        sent.extend(c["email"] for c in orjson.loads(body)["customers"])
+        return answer
+
+    h.api.send = crash_on_the_third  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await h.flush()
+    h.api.send = real_send  # type: ignore[method-assign]
+    calls = await h.flush()
+    again = [c["email"] for call, body in calls if call == "import" for c in body["customers"]]
+    assert set(again).isdisjoint(sent)
+    assert sorted(again + sent) == sorted(f"c{n}@x.it" for n in range(300))
