@@ -59,7 +59,12 @@ def _call(url: str, payload: dict[str, Any] | None = None) -> tuple[int, dict[st
 
 
 def request_resync(
-    settings: Settings, since_ms: int | None, out: IO[str], *, interval: float = 1.0
+    settings: Settings,
+    since_ms: int | None,
+    out: IO[str],
+    *,
+    interval: float = 1.0,
+    starting_wait: float = 60.0,
 ) -> int:
     port = settings.service.health_port
     if port is None:
@@ -70,15 +75,21 @@ def request_resync(
         )
         return EXIT_NOT_HERE
     url = f"http://127.0.0.1:{port}/resync"
-    try:
-        status, answer = _call(url, {"since_ms": since_ms})
-    except OSError as exc:
-        print(
-            f"rfmcube-cdc resync: no service answers on port {port} here ({exc}): the resync"
-            " is carried out by the running active instance; run this command beside it",
-            file=sys.stderr,
-        )
-        return EXIT_NOT_HERE
+    deadline = time.monotonic() + starting_wait
+    while True:
+        try:
+            status, answer = _call(url, {"since_ms": since_ms})
+        except OSError as exc:
+            print(
+                f"rfmcube-cdc resync: no service answers on port {port} here ({exc}): the"
+                " resync is carried out by the running active instance; run this command"
+                " beside it",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_HERE
+        if status != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(interval)  # the instance starts: it knows its role in a moment
     if status == 409:
         print(f"rfmcube-cdc resync: {answer.get('message')}", file=sys.stderr)
         return EXIT_NOT_HERE

@@ -431,10 +431,14 @@ class Service:
 
     def start_resync(self, since_ms: int | None) -> tuple[int, dict[str, Any]]:
         if not self._is_active() or self.flusher is None:
-            return 409, {
-                "message": "this instance is not the active one (it stands by, or starts):"
-                " run rfmcube-cdc resync beside the active instance (rfmcube_cdc_active 1)"
-            }
+            role = self.source.role() if self.source is not None else "joining"
+            if role == "standby":
+                return 409, {
+                    "role": role,
+                    "message": "this instance stands by: run rfmcube-cdc resync beside the"
+                    " active instance (the one whose rfmcube_cdc_active is 1)",
+                }
+            return 503, {"role": "starting", "message": "this instance is starting: try again"}
         state, started = self.resync.start(since_ms)
         if started:
             log.info(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ class Pipeline:
     positions: dict[tuple[str, int, int], Record] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.mapping = mapping_for_prefix(self.prefix)  # what the next start maps with
         self.topics = list(topics_for(self.prefix).values())
         self.dead_letters = f"{self.prefix}.dead-letters"
         self.group = f"{self.prefix}-group"
@@ -80,7 +84,7 @@ class Pipeline:
             api_url=self.api.url,
             group=self.group,
             dead_letter_topic=self.dead_letters,
-            mapping=mapping_for_prefix(self.prefix),
+            mapping=self.mapping,
             sections={"pacing": pacing, "kafka": kafka, **sections},
             name=name,
         )
@@ -95,9 +99,46 @@ class Pipeline:
         self.services.append(service)
         return service
 
+    def cli(
+        self, service: ServiceProcess, *args: str, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``rfmcube-cdc <args> --config <the service's configuration>``, to its end."""
+        return subprocess.run(
+            [sys.executable, "-m", "consumer.cli", *args, "--config", str(service.config)],
+            env={**os.environ, "RFMCUBE_API_KEY": API_KEY},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def cli_background(self, service: ServiceProcess, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", *args, "--config", str(service.config)],
+            env={**os.environ, "RFMCUBE_API_KEY": API_KEY},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
     def wait_caught_up(self, service: ServiceProcess, timeout: float = 90.0) -> None:
         if not wait_caught_up(self.bootstrap, self.group, self.topics, service, timeout):
             raise AssertionError(f"the service did not catch up; its log:\n{service.log()[-4000:]}")
+
+    def wait_imports_checked(self, service: ServiceProcess, timeout: float = 30.0) -> None:
+        """Until every accepted import's process was polled (its outcome is known)."""
+
+        def checked() -> bool:
+            log = self.api.requests()
+            polled = {r["processId"] for r in log if r["call"] == "processes"}
+            accepted = (r for r in log if r["call"] == "import" and r["status"] == 200)
+            return all(r["processId"] in polled for r in accepted)
+
+        deadline = time.monotonic() + timeout
+        while not checked():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"imports left unchecked; the log:\n{service.log()[-3000:]}")
+            time.sleep(0.1)
 
     def wait_equal(self, shop: Shop, timeout: float) -> None:
         """Until Rfmcube equals the shop (for work done after the commit)."""

@@ -35,19 +35,11 @@ def _kill_while_owed(
     service.kill()
 
 
-def _imports_checked(pipeline: Pipeline) -> bool:
-    log = pipeline.api.requests()
-    polled = {r["processId"] for r in log if r["call"] == "processes"}
-    return all(
-        r["processId"] in polled for r in log if r["call"] == "import" and r["status"] == 200
-    )
-
-
 def _settled(pipeline: Pipeline) -> ServiceProcess:
     """A first run that delivered everything written so far, its imports checked."""
     service = pipeline.start()
     pipeline.wait_caught_up(service)
-    _until(lambda: _imports_checked(pipeline), 30, "the imports' checks", service.log())
+    pipeline.wait_imports_checked(service)
     return service
 
 
