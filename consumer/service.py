@@ -338,6 +338,7 @@ class Service:
         with contextlib.suppress(SourceError):
             found = await source.committed(source.assignment())
             self.committer.committed.update({tp: o for tp, o in found.items() if o is not None})
+        log.debug("committed by: %s", committers)
         others = committers - {"", self.store.instance_id}
         if others:
             self.limiter.fill()
@@ -374,7 +375,8 @@ class Service:
         while not self._stopping.is_set():
             await self._sleep_or_stop(COMMIT_INTERVAL_SECONDS)
             self._bound_owed(source)  # also while paused: no batch comes to do it
-            await self._commit(source)
+            if self._sending_allowed:  # not before the role is taken (it reads the commits)
+                await self._commit(source)
 
     async def _commit(self, source: KafkaSource) -> None:
         try:

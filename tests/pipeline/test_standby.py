@@ -87,7 +87,8 @@ def test_the_standby_takes_over_from_a_killed_active_within_the_budget(
     log = pipeline.api.requests()
     assert [r for r in log if r["status"] == 429] == []
     assert _max_in_window([r["time"] for r in log], WINDOW) <= BUDGET
-    assert "after another instance" in new_active.log()
+    logs = "\n---\n".join(i.log()[-2000:] for i in instances)
+    assert "after another instance" in new_active.log(), logs
 
 
 def test_a_standby_keeps_its_store_warm_and_sends_nothing(pipeline: Pipeline) -> None:
