@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, secrets_dir=args.secrets_dir)
         mapping = Mapping.load(settings.mapping)
+        from consumer.service import anonymizer_for
+
+        anonymizer_for(settings, mapping)  # the anonymizing key, when the mapping needs it
     except ConfigError as exc:
         return _refuse(exc)
     if args.command == "check-config":

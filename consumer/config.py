@@ -166,6 +166,34 @@ def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
+ANONYMIZE_KEY_ENV = "RFMCUBE_ANONYMIZE_KEY"
+
+
+class PrivacyConfig(_Section):
+    """The key of the mapping's ``customer_delete: {policy: anonymize}`` hash:
+    ``$RFMCUBE_ANONYMIZE_KEY``, else this file (a mounted secret); never the YAML."""
+
+    anonymize_key_file: Path | None = None
+    _key: SecretStr = PrivateAttr(default=SecretStr(""))
+
+    @property
+    def anonymize_key(self) -> SecretStr:
+        return self._key
+
+    @model_validator(mode="after")
+    def _find_the_key(self) -> PrivacyConfig:
+        key = os.environ.get(ANONYMIZE_KEY_ENV, "")
+        if not key and self.anonymize_key_file is not None:
+            try:
+                key = self.anonymize_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise PydanticCustomError(
+                    "anonymize_key", "cannot read the key file: {reason}", {"reason": exc.strerror}
+                ) from None
+        self._key = SecretStr(key)
+        return self
+
+
 class ServiceConfig(_Section):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # /healthz, /readyz, /metrics; null turns the server off.
@@ -195,6 +223,7 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    privacy: PrivacyConfig = Field(default_factory=dict, validate_default=True)
     mapping: Path | None = None  # None: the reference shop mapping shipped with the package
 
     @property

@@ -135,7 +135,11 @@ class Ingest:
             if change is not None:
                 changes.append((record, change))
         touches = 0
-        with self.store.batch(owe=owe, forget_accepted=follower) as batch:
+        with self.store.batch(
+            owe=owe,
+            forget_accepted=follower,
+            guests_follow_deletes=self.mapping.customer_delete.policy == "delete",
+        ) as batch:
             batch.now = self._clock()
             batch.prefetch((c.kind, c.key) for _, c in changes)
             for record, change in changes:

@@ -19,7 +19,9 @@ Rules where the API leaves a choice (see README.md, "Semantics"):
   customer is deleted first (email is Rfmcube's key: it would stay a twin);
 - a delete waits while an import that carries its customer is pending: the
   import would re-create the customer after the delete;
-- an order delete becomes an upsert through ``mark_deleted`` (None: ignored).
+- an order delete becomes an upsert through ``mark_deleted`` (None: ignored);
+- with an ``anonymizer`` (``customer_delete: anonymize``), a deleted customer is
+  sent anonymized instead of deleted: it keeps its orders in Rfmcube.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumer.obligations import Obligations, OwedDoc
+from consumer.privacy import Anonymizer
 from consumer.store import StateStore
 from consumer.storeview import StoreView
 from schemas.entities import CustomerIdentity, DocRef, Kind, MappedRow
@@ -106,11 +109,13 @@ class Planner:
         *,
         mark_deleted: Callable[[MappedRow], MappedRow] | None,
         orphan_wait: float,
+        anonymizer: Anonymizer | None = None,
     ) -> None:
         self._store = store
         self._obligations = obligations
         self._mark_deleted = mark_deleted
         self._orphan_wait = orphan_wait
+        self._anonymizer = anonymizer
 
     def plan(self, owed: list[OwedDoc], now: float) -> Plan:
         """``now`` is the wall clock, like ``OwedDoc.since``."""
@@ -172,7 +177,7 @@ class _Planning:
         view = self.view
         watched: dict[DocRef, str] = {}
         for doc in customers:
-            if doc.deletes:
+            if doc.deletes and self.planner._anonymizer is None:
                 watched[doc.ref] = doc.ref[1]
             row = view.live(Kind.CUSTOMER, doc.ref[1])
             if row is not None and row.email and view.accepted_hash((Kind.GUEST, row.email)):
@@ -187,9 +192,16 @@ class _Planning:
         if key in self.blocked:
             plan.deferred.append(doc)
             return
-        # Only the first delete matters: later ones delete what was re-created
-        # in between, which the single upsert below then writes again anyway.
-        if doc.deletes:
+        anonymizer = self.planner._anonymizer
+        if doc.deletes and anonymizer is not None:
+            self.deleting.add(key)
+            if view.live(Kind.CUSTOMER, key) is None:
+                self._anonymized(doc, anonymizer)
+                return
+            # Re-created: the upsert below replaces the anonymized customer.
+        elif doc.deletes:
+            # Only the first delete matters: later ones delete what was re-created
+            # in between, which the single upsert below then writes again anyway.
             plan.deletes.append(Delete(doc.ref, doc.deletes[0][1], doc))
             self.forced.add(key)
             self.deleting.add(key)
@@ -208,6 +220,24 @@ class _Planning:
             plan.done.append(doc)
             return
         self._group_for(row).customer = Upsert(doc.ref, customer_doc, digest, doc)
+
+    def _anonymized(self, doc: OwedDoc, anonymizer: Anonymizer) -> None:
+        """The customer stays in Rfmcube, with its orders, but nothing identifies it."""
+        stored = self.view.get(Kind.CUSTOMER, doc.ref[1])
+        if stored is None:
+            self.plan.done.append(doc)  # never seen: Rfmcube holds nothing of it
+            return
+        anonymous = anonymizer.document(stored.row)
+        digest = document_hash(anonymous)
+        if self.view.accepted_hash(doc.ref) == digest:
+            self.plan.done.append(doc)
+            return
+        self.groups[("id", doc.ref[1])] = CustomerGroup(
+            anonymous,
+            Upsert(doc.ref, anonymous, digest, doc),
+            customer_id=doc.ref[1],
+            customer_email=anonymous["email"],
+        )
 
     def _group_for(self, customer: MappedRow) -> CustomerGroup:
         slot = ("id", customer.key)

@@ -36,9 +36,9 @@ import orjson
 from consumer import replay as replay_mod
 from consumer.api import ApiSettings, RfmcubeClient
 from consumer.commits import Committer
-from consumer.config import Settings
+from consumer.config import ANONYMIZE_KEY_ENV, Settings
 from consumer.deadletter import DeadLetterFailed, DeadLetters
-from consumer.errors import ApiFatal, BrokerUnavailable, NotActive, RfmcubeCdcError
+from consumer.errors import ApiFatal, BrokerUnavailable, ConfigError, NotActive, RfmcubeCdcError
 from consumer.flush import Flusher, FlushStats
 from consumer.follower import Follower
 from consumer.health import HealthServer
@@ -49,6 +49,7 @@ from consumer.mapping.fingerprint import changes, fingerprint, rows_differ
 from consumer.metrics import Metrics, ServiceState
 from consumer.obligations import Obligations
 from consumer.planner import Planner
+from consumer.privacy import Anonymizer
 from consumer.ratelimit import RateLimiter
 from consumer.resync import Resync
 from consumer.sender import Sender
@@ -113,6 +114,7 @@ class Service:
             self.obligations,
             mark_deleted=mapping.mark_deleted if mapping.order_delete.policy == "mark" else None,
             orphan_wait=settings.store.orphan_order_wait_seconds,
+            anonymizer=anonymizer_for(settings, mapping),
         )
         self.committer = Committer(self.obligations, dead_letters=lambda: self._deadletters)
         self.flusher: Flusher | None = None
@@ -735,6 +737,20 @@ class Service:
             await asyncio.wait_for(
                 asyncio.shield(self._commit(source)), max(3.0, deadline - time.monotonic())
             )
+
+
+def anonymizer_for(settings: Settings, mapping: ShopMapping) -> Anonymizer | None:
+    """The mapping's anonymizer, with the key of the configuration (checked at start-up)."""
+    if mapping.customer_delete.policy != "anonymize":
+        return None
+    key = settings.privacy.anonymize_key.get_secret_value()
+    if not key:
+        raise ConfigError(
+            "privacy.anonymize_key_file",
+            f"the mapping anonymizes deleted customers: set ${ANONYMIZE_KEY_ENV} or"
+            " privacy.anonymize_key_file (a mounted secret) to the hash's key",
+        )
+    return Anonymizer(key.encode("utf-8"), mapping.customer_delete)
 
 
 def _in_daemon_thread(work: Callable[[], T]) -> asyncio.Future[T]:

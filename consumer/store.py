@@ -203,13 +203,20 @@ class StateStore:
             self._in_transaction = False
 
     @contextmanager
-    def batch(self, *, owe: bool = True, forget_accepted: bool = False) -> Iterator[StoreBatch]:
+    def batch(
+        self, *, owe: bool = True, forget_accepted: bool = False, guests_follow_deletes: bool = True
+    ) -> Iterator[StoreBatch]:
         """One transaction: the rows of a batch of changes, its offsets and, with
         ``owe``, the obligations it creates (a restore replays rows only)."""
         from consumer.storebatch import StoreBatch
 
         with self.transaction():
-            batch = StoreBatch(self, owe=owe, forget_accepted=forget_accepted)
+            batch = StoreBatch(
+                self,
+                owe=owe,
+                forget_accepted=forget_accepted,
+                guests_follow_deletes=guests_follow_deletes,
+            )
             yield batch
             batch.finish()
 

@@ -56,12 +56,19 @@ class StoreBatch:
     """Used inside :meth:`StateStore.batch`; rows are cached and written at the end."""
 
     def __init__(
-        self, store: StateStore, *, owe: bool = True, forget_accepted: bool = False
+        self,
+        store: StateStore,
+        *,
+        owe: bool = True,
+        forget_accepted: bool = False,
+        guests_follow_deletes: bool = True,
     ) -> None:
         self._store = store
         self._db = store.db
         self._owe = owe
         self._forget_accepted = forget_accepted
+        # False when deleted customers are anonymized: their guest orders stay with them.
+        self._guests_follow_deletes = guests_follow_deletes
         self._rows: dict[tuple[Kind, str], StoredRow | None] = {}
         # Written rows, with their serialized fields and change time; None: removed.
         self._written: dict[tuple[Kind, str], tuple[StoredRow, bytes, int | None] | None] = {}
@@ -177,7 +184,7 @@ class StoreBatch:
             return []
         self._write(known, deleted=True, changed_ms=change.ts_ms)
         if change.kind is Kind.CUSTOMER:
-            if known.email:
+            if known.email and self._guests_follow_deletes:
                 self._emails.setdefault(known.email, change.position)
             return [Touch((Kind.CUSTOMER, change.key), CustomerIdentity(known.key, known.email))]
         return [Touch((Kind.ORDER, change.key))]

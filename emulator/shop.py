@@ -425,6 +425,10 @@ class Shop:
         self.deleted_orders[order_id] = dict(self.orders[order_id])
         self._delete("orders", order_id)
 
+    def erase_customer(self, customer_id: int) -> None:
+        """The customer's row alone is deleted (a consent withdrawal): its orders stay."""
+        self._delete("customers", customer_id)
+
     def delete_customer(self, customer_id: int) -> None:
         for order_id in [
             o for o, order in self.orders.items() if order["customer_id"] == customer_id

@@ -102,6 +102,14 @@ def compile_rules(
                 source=source,
             )
         by_topic[table.topic] = table
+    descriptors = {field.field for field in entities.customers.descriptors.values()}
+    for index, name in enumerate(spec.customer_delete.keep):
+        if name not in descriptors:
+            raise ConfigError(
+                f"customer_delete.keep.{index}",
+                f"{name!r} is not a descriptor of customers (one of {sorted(descriptors)})",
+                source=source,
+            )
     delete = spec.order_delete
     return by_topic, OrderDeletePolicy(delete.policy, delete.status, delete.status_label)
 

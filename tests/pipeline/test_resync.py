@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import socket
 import time
 from datetime import UTC, timedelta
@@ -179,4 +181,56 @@ def test_a_resync_since_a_time_sends_only_what_changed_after_it(pipeline: Pipeli
     assert set(sent["customers"]) == {str(ids[3]), str(ids[7])}
     assert set(sent["orders"]) == {str(orders[7])}
     pipeline.assert_equal(shop)
+    assert service.stop() == 0
+
+
+def test_an_anonymized_customer_keeps_its_orders_and_nothing_that_identifies_it(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.mapping += (
+        "customer_delete: {policy: anonymize, email_domain: anon.example, keep: [newsletter]}\n"
+    )
+    key_file = pipeline.folder / "anonymize.key"
+    key_file.write_text("a secret of the shop\n", encoding="utf-8")
+    shop = pipeline.shop(seed=157)
+    gone, stays = shop.sign_up(), shop.sign_up()
+    shop.place_order(gone, items=3)
+    shop.place_order(gone, items=1)
+    shop.place_order(stays, items=2)
+    pipeline.write_shop(shop)
+    privacy: dict[str, Any] = {"anonymize_key_file": str(key_file)}
+    service = pipeline.start(privacy=privacy)
+    pipeline.wait_caught_up(service)
+    pipeline.wait_equal(shop, timeout=30)
+    before = pipeline.api.state()
+    person = shop.customers[gone]
+
+    written = len(shop.records)
+    shop.erase_customer(gone)  # the customer withdrew consent; its orders stay in the shop
+    pipeline.write_shop(shop, written)
+    pipeline.wait_caught_up(service)
+
+    def anonymized() -> dict[str, Any] | None:
+        return next(
+            (c for c in pipeline.api.state()["customers"] if c.get("id") == str(gone)), None
+        )
+
+    _until(lambda: (anonymized() or {}).get("email", "").endswith("@anon.example"), 30, "it")
+    after = pipeline.api.state()
+    text = str(after)
+    for identifying in ("email", "first_name", "last_name", "phone"):
+        assert str(person[identifying]) not in text, f"{identifying} is still in Rfmcube"
+    customer = anonymized()
+    assert customer is not None
+    assert set(customer) == {"id", "email", "createdAt", "updatedAt", "newsletter", "orders"}
+    # Its orders and every total are where they were: the statistics do not change.
+    old = next(c for c in before["customers"] if c.get("id") == str(gone))
+    assert customer["orders"] == old["orders"]
+    totals = [sum(o["amount"] for o in c["orders"]) for c in before["customers"]]
+    assert sorted(totals) == sorted(
+        sum(o["amount"] for o in c["orders"]) for c in after["customers"]
+    )
+    # A stable keyed hash: the same key and email give the same address.
+    digest = hmac.new(b"a secret of the shop", person["email"].encode(), hashlib.sha256)
+    assert customer["email"] == f"{digest.hexdigest()[:32]}@anon.example"
     assert service.stop() == 0
