@@ -73,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--since",
         help="only what changed after this time: 2026-11-27T18:00:00Z, or back from now: 24h",
     )
-    resync.add_argument("--dry-run", action="store_true", help="print the plan, send nothing")
+    what = resync.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true", help="print the plan, send nothing")
+    what.add_argument(
+        "--status",
+        action="store_true",
+        help="follow the resync running (or report the last one), starting none",
+    )
     return parser
 
 
@@ -101,7 +107,7 @@ def _resync(args: argparse.Namespace, settings: Settings, mapping: Mapping) -> i
             print(f"rfmcube-cdc resync: cannot read the store: {exc}", file=sys.stderr)
             return 6
     try:
-        return request_resync(settings, since_ms, sys.stdout)
+        return request_resync(settings, since_ms, sys.stdout, start=not args.status)
     except KeyboardInterrupt:
         print("\nthe resync goes on in the service; run this command again to follow it")
         return 0

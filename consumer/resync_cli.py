@@ -65,7 +65,9 @@ def request_resync(
     *,
     interval: float = 1.0,
     starting_wait: float = 60.0,
+    start: bool = True,
 ) -> int:
+    """Ask for a resync (``start``) or only follow the current one, until it is done."""
     port = settings.service.health_port
     if port is None:
         print(
@@ -78,7 +80,7 @@ def request_resync(
     deadline = time.monotonic() + starting_wait
     while True:
         try:
-            status, answer = _call(url, {"since_ms": since_ms})
+            status, answer = _call(url, {"since_ms": since_ms} if start else None)
         except OSError as exc:
             print(
                 f"rfmcube-cdc resync: no service answers on port {port} here ({exc}): the"
@@ -90,17 +92,14 @@ def request_resync(
         if status != 503 or time.monotonic() > deadline:
             break
         time.sleep(interval)  # the instance starts: it knows its role in a moment
-    if status == 409:
+    if status in (404, 409):
         print(f"rfmcube-cdc resync: {answer.get('message')}", file=sys.stderr)
-        return EXIT_NOT_HERE
+        return EXIT_NOT_HERE if status == 409 else 1
     if status >= 300:
         print(f"rfmcube-cdc resync: refused ({status}): {answer.get('message')}", file=sys.stderr)
         return 1
-    print(
-        f"resync {answer['id']}: {'started' if answer.get('started') else 'running'},"
-        f" {answer['documents']} documents",
-        file=out,
-    )
+    said = "started" if answer.get("started") else answer.get("state", "running")
+    print(f"resync {answer['id']}: {said}, {answer['documents']} documents", file=out)
     return _follow(url, out, interval)
 
 

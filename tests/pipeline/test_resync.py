@@ -97,7 +97,7 @@ def test_a_resync_killed_twice_completes_and_never_sends_an_accepted_import_agai
         kills.append(time.time())
         follower.communicate(timeout=30)  # it notices the service is gone
         service = _serving(pipeline, port, **limits)
-        follower = pipeline.cli_background(service, "resync")  # follows the one running
+        follower = pipeline.cli_background(service, "resync", "--status")  # follows it
     output, _ = follower.communicate(timeout=120)
     assert follower.returncode == 0, output
     pipeline.wait_equal(shop, timeout=30)
