@@ -160,7 +160,8 @@ class Obligations:
             UNION ALL
             SELECT 'order', o.key, coalesce(o.parent, '@' || o.email) FROM rows o
              WHERE o.kind = 'order' AND (:since IS NULL OR o.changed_ms >= :since
-                   OR EXISTS (SELECT 1 FROM rows i WHERE i.kind = 'item' AND i.parent = o.key
+                   OR EXISTS (SELECT 1 FROM rows i INDEXED BY rows_by_parent
+                              WHERE i.kind = 'item' AND i.parent = o.key
                               AND i.changed_ms >= :since))
         """
         params = {"since": since_ms, "first": first, "now": now}
@@ -256,7 +257,7 @@ class Obligations:
         if who.email:
             db.execute(
                 "DELETE FROM accepted WHERE kind = 'order' AND key IN (SELECT key FROM rows"
-                " WHERE kind = 'order' AND parent IS NULL AND email = ?)",
+                " INDEXED BY rows_by_email WHERE kind = 'order' AND parent IS NULL AND email = ?)",
                 (who.email,),
             )
 
