@@ -166,8 +166,10 @@ class Obligations:
         """
         params = {"since": since_ms, "first": first, "now": now}
         with self.store.transaction() as db:
+            # Keyed: forgetting what Rfmcube holds looks every accepted document up in it.
             db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS resync_scope (kind TEXT, key TEXT, owner TEXT)"
+                "CREATE TEMP TABLE IF NOT EXISTS resync_scope"
+                " (kind TEXT, key TEXT, owner TEXT, PRIMARY KEY (kind, key)) WITHOUT ROWID"
             )
             db.execute("DELETE FROM resync_scope")
             db.execute(f"INSERT INTO resync_scope {scope}", params)

@@ -197,3 +197,24 @@ def test_a_resync_since_a_time_grows_with_the_shop_not_its_square() -> None:
     small, large = SMALL.work(since(SMALL)), LARGE.work(since(LARGE))
     # Ten times the shop: about ten times the work, not a hundred.
     assert large < 15 * small, f"a resync --since read {large / small:.0f} times more"
+
+
+def test_a_resync_of_a_shop_rfmcube_holds_grows_with_the_shop_not_its_square() -> None:
+    def resync(shop: Shop) -> Callable[[], object]:
+        rows = shop.store.db.execute("SELECT kind, key FROM rows WHERE kind != 'item'")
+        shop.store.set_accepted({(Kind(kind), key): "sent" for kind, key in rows})
+
+        def run() -> None:
+            # Every document owed again, and what Rfmcube was thought to hold forgotten.
+            documents, _, _ = shop.obligations.owe_everything(since_ms=None, forget=True)
+            assert documents == shop.store.db.execute("SELECT count(*) FROM owed").fetchone()[0]
+            assert shop.store.db.execute("SELECT count(*) FROM accepted").fetchone()[0] == 0
+
+        return run
+
+    try:
+        small, large = SMALL.work(resync(SMALL)), LARGE.work(resync(LARGE))
+    finally:
+        for shop in (SMALL, LARGE):
+            shop.store.db.execute("DELETE FROM owed")
+    assert large < 15 * small, f"a resync read {large / small:.0f} times more"
