@@ -41,13 +41,14 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(PY) -m emulator.demo
 
-# Benchmarks (see bench/README.md): about 20 minutes; they start the broker.
+# Benchmarks (see bench/README.md): about 25 minutes; they start the broker.
 bench: $(STAMP)
 	$(PY) -m bench.decode
 	$(PY) -m bench.parallel
 	$(PY) -m bench.pipeline throughput
 	$(PY) -m bench.pipeline steady
 	$(PY) -m bench.outage
+	$(PY) -m bench.resync
 
 kafka-start:
 	scripts/kafka start

@@ -140,6 +140,10 @@ class Flusher:
                 )
                 progressed |= self._settle_plan(plan)
                 progressed |= bool(plan.deletes or plan.groups)
+                # Planning and packing never wait: without this, a backlog of a
+                # million documents holds the event loop for minutes (health probes,
+                # resync progress, process checks) until an import goes out.
+                await asyncio.sleep(0)
             await dispatch.finish()
         except NotActive:
             log.warning("no longer the active instance: what this flush did not send stays owed")

@@ -179,13 +179,14 @@ def estimate(
     scope = {"since": since_ms}
     changed_order = (
         "(:since IS NULL OR o.changed_ms >= :since OR EXISTS (SELECT 1 FROM rows i"
+        " INDEXED BY rows_by_parent"
         " WHERE i.kind = 'item' AND i.parent = o.key AND i.changed_ms >= :since))"
     )
 
-    def orders_of(where: str, value: str) -> list[dict[str, object]]:
-        docs = []
+    def orders_of(index: str, where: str, value: str) -> list[dict[str, object]]:
+        rows = []
         for key, parent, email, blob, deleted in db.execute(
-            "SELECT o.key, o.parent, o.email, o.fields, o.deleted FROM rows o"
+            f"SELECT o.key, o.parent, o.email, o.fields, o.deleted FROM rows o INDEXED BY {index}"
             f" WHERE o.kind = 'order' AND {where} AND {changed_order}",
             {**scope, "value": value},
         ):
@@ -194,25 +195,27 @@ def estimate(
                 if mark_deleted is None:
                     continue
                 row = mark_deleted(row)
-            docs.append(order_document(row, store.items_of_many([key])[key]))
-        return docs
+            rows.append(row)
+        items = store.items_of_many([row.key for row in rows])
+        return [order_document(row, items[row.key]) for row in rows]
 
     customers = orders = total = 0
     for key, email, blob in db.execute(
         "SELECT key, email, fields FROM rows c WHERE kind = 'customer' AND deleted = 0"
         " AND (:since IS NULL OR changed_ms >= :since OR EXISTS (SELECT 1 FROM rows o"
+        " INDEXED BY rows_by_parent"
         f" WHERE o.kind = 'order' AND o.parent = c.key AND {changed_order}))",
         scope,
     ).fetchall():
         customer = MappedRow(Kind.CUSTOMER, key, loads_fields(blob), None, email)
-        docs = orders_of("o.parent = :value", key)
+        docs = orders_of("rows_by_parent", "o.parent = :value", key)
         total += len(dumps(import_customer(customer_document(customer), docs))) + 1
         customers += 1
         orders += len(docs)
     for (email,) in db.execute(
         "SELECT DISTINCT email FROM rows WHERE kind = 'order' AND parent IS NULL"
     ).fetchall():
-        docs = orders_of("o.parent IS NULL AND o.email = :value", email)
+        docs = orders_of("rows_by_email", "o.parent IS NULL AND o.email = :value", email)
         if docs:
             guest = {"email": email, "createdAt": None, "updatedAt": None}
             total += len(dumps(import_customer(guest, docs))) + 1

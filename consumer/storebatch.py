@@ -235,7 +235,7 @@ class StoreBatch:
                 self._touch(Touch((Kind.ORDER, key)), self._arrived[parent])
         if self._emails:
             by_email = self._store.chunked(
-                "SELECT key, email FROM rows"
+                "SELECT key, email FROM rows INDEXED BY rows_by_email"
                 " WHERE kind = 'order' AND parent IS NULL AND email IN ({marks})",
                 (),
                 sorted(self._emails),

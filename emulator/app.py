@@ -116,6 +116,8 @@ async def api_gate(request: web.Request, handler: Handler) -> web.StreamResponse
         entry["customers"] = touched.customers
         entry["orders"] = touched.orders
         entry["processId"] = touched.process_id
+    # Reading, parsing and checking the body (a 200 MB import takes a while).
+    entry["seconds"] = round(time.time() - entry["time"], 3)
     emulator.requests.append(entry)
     if emulator.config.latency_ms:
         await asyncio.sleep(emulator.config.latency_ms / 1000)

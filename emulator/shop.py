@@ -120,6 +120,11 @@ def _encode_value(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
+def encode_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row of ``table`` (datetimes, Decimals) as Debezium's JSON converter writes it."""
+    return {name: _encode_value(schema, row.get(name)) for name, schema in COLUMNS[table]}
+
+
 @dataclass(slots=True)
 class Record:
     topic: str
@@ -172,9 +177,7 @@ class Shop:
         }
 
     def _encode_row(self, table: str, row: dict[str, Any] | None) -> dict[str, Any] | None:
-        if row is None:
-            return None
-        return {name: _encode_value(schema, row.get(name)) for name, schema in COLUMNS[table]}
+        return None if row is None else encode_row(table, row)
 
     def _emit(
         self, table: str, op: str, before: dict[str, Any] | None, after: dict[str, Any] | None

@@ -131,6 +131,13 @@ class EmulatorProcess:
         return self._base
 
     @property
+    def pid(self) -> int:
+        """The subprocess's id (benchmarks read its memory and CPU in /proc)."""
+        if self._process is None:
+            raise RuntimeError("the emulator is not started")
+        return self._process.pid
+
+    @property
     def url(self) -> str:
         """The API's base URL, ending in ``/v1`` (as ``https://api.rfmcube.com/v1``)."""
         return f"{self.base}/v1"

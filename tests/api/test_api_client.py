@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import socket
+import tracemalloc
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -294,3 +295,30 @@ def test_a_large_body_gets_a_longer_timeout() -> None:
     client = RfmcubeClient(settings, RateLimiter(1, 60.0))
     assert client.timeout_for(0) == 30.0
     assert client.timeout_for(200_000_000) == 230.0
+
+
+async def test_a_large_import_goes_out_whole_and_is_never_copied_on_the_way(
+    fresh: EmulatorProcess,
+) -> None:
+    customers = [customer(n, notes="x" * 2000) for n in range(12_000)]
+    body = orjson.dumps(
+        {
+            "overwriteDescriptors": False,
+            "triggerIntegrations": False,
+            "recalculateStats": False,
+            "customers": customers,
+        }
+    )
+    assert len(body) > 24_000_000
+    async with client_for(fresh) as api:
+        tracemalloc.start()
+        try:
+            await api.send("import", body)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    # A 200 MB import must not cost 200 MB more on its way out (the service's
+    # budget is 1 GB): a copy of the body would be 24 MB here.
+    assert peak < 8_000_000, f"{peak / 1e6:.0f} MB allocated while sending"
+    (logged,) = [r for r in fresh.requests() if r["call"] == "import"]
+    assert (logged["status"], logged["bytes"]) == (200, len(body))

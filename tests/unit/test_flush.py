@@ -7,6 +7,7 @@ mapping and applied to an in-memory store; flushes send through a fake API
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import count
@@ -430,6 +431,25 @@ async def test_a_backlog_goes_out_in_imports_packed_near_the_limit_across_pages(
     # Packed across pages of 40: every import but the last is nearly full.
     assert len(imports) <= -(-sum(sizes) // 20_000) + 1
     assert h.obligations.owed_count() == 0
+
+
+async def test_a_long_flush_lets_the_event_loop_run_between_pages() -> None:
+    h = Harness(max_request_bytes=200_000_000, chunk=40)
+    for number in range(200):
+        h.change("customer", Op.CREATE, customer(number, f"c{number}@x.it"))
+    ticks = 0
+
+    async def health_probe() -> None:  # anything else the service's loop must serve
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    probe = asyncio.create_task(health_probe())
+    calls = await h.flush()
+    probe.cancel()
+    assert [call for call, _ in calls] == ["import"]  # one import, after 5 pages
+    assert ticks >= 4, "the event loop did not run while the pages were planned"
 
 
 async def test_a_flush_cut_short_keeps_owed_exactly_what_was_not_accepted() -> None:

@@ -1,0 +1,372 @@
+"""The resync at scale: a whole shop sent again to the emulator at the API's real limits.
+
+    python -m bench.resync [--customers 100000] [--seed 7] [--no-dry-run] [--no-verify]
+
+1. A synthetic shop (``bench/bigshop.py``: customers, and 5 orders and 15 items
+   per customer) is written into the service's SQLite store through the
+   service's own decoding, mapping and store code (``Ingest.ingest(records,
+   owe=False)``, as the start-up restore does), without Kafka: producing two
+   million records and restoring them from the topics would take longer than
+   the resync itself, and a resync from a complete store never reads the
+   topics. The topics exist, empty, so that the service starts; the store
+   then holds no applied offsets (it never read those topics), and an
+   accepted hash for every document, as if the service had sent the shop
+   before Rfmcube lost it.
+2. The emulator runs with the API's limits: 60 requests a minute,
+   200,000,000 bytes a request. The service (``rfmcube-cdc run``) runs with
+   its defaults: ``max_request_bytes`` 200,000,000, a 30 s timeout plus
+   1 s a MB of body.
+3. ``rfmcube-cdc resync --dry-run`` (the estimate), then ``rfmcube-cdc
+   resync``, until it says done, while a thread asks ``/healthz`` every second.
+
+Printed: documents, import bytes and requests beside ceil(bytes /
+max_request_bytes), process checks, the resync's wall time and documents/s,
+the peak RSS of the service and of the emulator, the emulator's time per
+import, the slowest health answer, and whether the emulator ends holding the shop: every customer and
+order, compared by digest (``bench.bigshop.state_digests``). Exits 1 when a
+bound of the issue fails: more imports than ceil(bytes / max) + 1, the
+service's peak RSS at 1 GB or more, or the emulator not holding the shop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.bigshop import ShopSize, expected_digests, snapshot_records, state_digests
+from bench.pipeline import cpu_seconds, status_kib
+from consumer.ingest import Ingest
+from consumer.mapping import Mapping
+from consumer.store import StateStore
+from emulator.shop import topics_for
+from emulator.testing import EmulatorProcess
+from emulator.workbench import (
+    ServiceProcess,
+    mapping_for_prefix,
+    recreate_topics,
+    start_broker,
+    write_config,
+)
+
+API_KEY = "bench-key"
+MAX_REQUEST_BYTES = 200_000_000  # the API's limit, and the service's default
+GIB = 1024**3
+MB = 1_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@dataclass
+class Built:
+    records: int
+    seconds: float
+    rows: dict[str, int]
+    store_bytes: int
+
+
+def build_store(path: Path, mapping: Mapping, size: ShopSize, *, prefix: str, seed: int) -> Built:
+    """The shop's rows in a new store, through the service's decoding, mapping and store
+    (as a restore writes them: rows only, nothing owed)."""
+    started = time.monotonic()
+    store = StateStore(path)
+
+    def refuse(record: Any, reason: str) -> None:
+        raise SystemExit(f"the synthetic shop wrote a bad record at {record.position}: {reason}")
+
+    ingest = Ingest(store, mapping, dead_letter=refuse)
+    records = 0
+    for batch in snapshot_records(size, prefix=prefix, seed=seed):
+        ingest.ingest(batch, owe=False)
+        records += len(batch)
+    # Those records were never in the (empty) topics: the store must not claim to
+    # have applied offsets there, or the service would commit them.
+    store.db.execute("DELETE FROM offsets")
+    # As if the service had sent the shop before: Rfmcube lost it since (the API
+    # page's case), and the resync must forget every accepted hash.
+    store.db.execute(
+        "INSERT INTO accepted (kind, key, hash) SELECT kind, key, 'sent before' FROM rows"
+        " WHERE kind IN ('customer', 'order') UNION ALL SELECT DISTINCT 'guest', email,"
+        " 'sent before' FROM rows WHERE kind = 'order' AND parent IS NULL"
+    )
+    rows = store.counts()
+    store.close()
+    return Built(records, time.monotonic() - started, rows, path.stat().st_size)
+
+
+@dataclass
+class Resynced:
+    started_at: float  # wall clock, to place the emulator's log on the resync's timeline
+    seconds: float
+    output: str
+    returncode: int
+    dry_run: str = ""
+    dry_run_seconds: float = 0.0
+    service_cpu: float = 0.0
+    emulator_cpu: float = 0.0
+    service_hwm_kib: int = 0
+    emulator_hwm_kib: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    load_before: str = ""
+    load_after: str = ""
+    health_slowest: float = 0.0
+    health_failures: int = 0
+    health_slow: list[tuple[float, float]] = field(default_factory=list)
+
+
+class HealthProbe:
+    """GET /healthz every second while the resync runs, as a liveness probe would: the
+    longest answer (an event loop held by a long flush answers late)."""
+
+    def __init__(self, port: int) -> None:
+        self._url = f"http://127.0.0.1:{port}/healthz"
+        self._stop = threading.Event()
+        self.slowest = 0.0
+        self.slow: list[tuple[float, float]] = []  # (wall clock, seconds) of answers > 0.5 s
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while not self._stop.wait(1.0):
+            started = time.monotonic()
+            try:
+                with opener.open(self._url, timeout=60) as answer:
+                    answer.read()
+            except OSError:
+                self.failures += 1
+            took = time.monotonic() - started
+            self.slowest = max(self.slowest, took)
+            if took > 0.5:
+                self.slow.append((time.time() - took, took))
+
+
+def _cli(config: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumer.cli", *args, "--config", str(config)],
+        env={**os.environ, "RFMCUBE_API_KEY": API_KEY},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _wait_active(service: ServiceProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while "active:" not in service.log():
+        if not service.running() or time.monotonic() > deadline:
+            raise SystemExit(f"the service did not become active:\n{service.log()[-3000:]}")
+        time.sleep(0.2)
+
+
+def run_resync(
+    config: Path,
+    service: ServiceProcess,
+    api: EmulatorProcess,
+    *,
+    health_port: int,
+    dry_run: bool,
+    timeout: float,
+) -> Resynced:
+    assert service.process is not None
+    pid = service.process.pid
+    _wait_active(service, 120)
+    dry_text, dry_seconds = "", 0.0
+    if dry_run:
+        started = time.monotonic()
+        done = _cli(config, "resync", "--dry-run", timeout=timeout)
+        dry_seconds = time.monotonic() - started
+        dry_text = done.stdout + done.stderr
+    load_before = _loadavg()
+    cpu_before = cpu_seconds(pid), cpu_seconds(api.pid)
+    started_at, started = time.time(), time.monotonic()
+    with HealthProbe(health_port) as probe:
+        done = _cli(config, "resync", timeout=timeout)
+        seconds = time.monotonic() - started
+    output = done.stdout + done.stderr
+    result = Resynced(started_at, seconds, output, done.returncode, dry_text, dry_seconds)
+    result.health_slowest, result.health_failures = probe.slowest, probe.failures
+    result.health_slow = [(at - started_at, took) for at, took in probe.slow]
+    result.service_cpu = cpu_seconds(pid) - cpu_before[0]
+    result.emulator_cpu = cpu_seconds(api.pid) - cpu_before[1]
+    result.load_before, result.load_after = load_before, _loadavg()
+    result.service_hwm_kib = status_kib(pid, "VmHWM")
+    result.emulator_hwm_kib = status_kib(api.pid, "VmHWM")
+    result.requests = api.requests()
+    return result
+
+
+def _dry_run_figure(text: str, name: str) -> int | None:
+    found = re.search(rf"{name}: (\d+)", text)
+    return None if found is None else int(found[1])
+
+
+def report(size: ShopSize, built: Built, run: Resynced, verified: str | None) -> bool:
+    """Print the figures; True when every bound holds."""
+    imports = [r for r in run.requests if r["call"] == "import"]
+    accepted = [r for r in imports if r["status"] == 200]
+    checks = [r for r in run.requests if r["call"] == "processes"]
+    statuses: dict[str, int] = {}
+    for r in run.requests:
+        statuses[f"{r['call']} {r['status']}"] = statuses.get(f"{r['call']} {r['status']}", 0) + 1
+    import_bytes = sum(r["bytes"] for r in accepted)
+    bound = math.ceil(import_bytes / MAX_REQUEST_BYTES)
+    entries = sum(len(r["customers"]) for r in accepted)  # guest customers too
+    orders = sum(len(r["orders"]) for r in accepted)
+    said = re.search(r"done: (\d+) documents", run.output)
+    documents = int(said[1]) if said else 0  # customers and orders, as the service counts
+    service_gib = run.service_hwm_kib * 1024 / GIB
+    print(f"shop: {size.customers} customers, {size.orders} orders, {size.items} items")
+    print(
+        f"store built in {built.seconds:.0f} s from {built.records} snapshot records:"
+        f" rows {built.rows}, {built.store_bytes / MB:.0f} MB"
+    )
+    if run.dry_run:
+        print(f"dry run ({run.dry_run_seconds:.1f} s):")
+        for line in run.dry_run.strip().splitlines():
+            print(f"  {line.strip()}")
+    print(f"resync: exit {run.returncode}, {run.seconds:.1f} s (load {run.load_before} before,")
+    print(f"  {run.load_after} after)")
+    print(f"  documents: {documents} (customers and orders); in the imports: {entries} customer")
+    print(f"  entries (guest customers too), {orders} orders")
+    print(f"  import bytes {import_bytes}, ceil(/ {MAX_REQUEST_BYTES}) = {bound}")
+    print(f"  imports accepted: {len(accepted)} of {len(imports)} sent (at most {bound + 1})")
+    print(f"  process checks: {len(checks)}; requests by call and status: {statuses}")
+    for r in run.requests:
+        at = r["time"] - run.started_at
+        if r["call"] == "import":
+            print(
+                f"    {at:6.1f} s import {r['status']} {r['processId']}: {r['bytes'] / MB:.1f} MB,"
+                f" {len(r['customers'])} customers, {len(r['orders'])} orders; the emulator"
+                f" read, parsed and checked it in {r.get('seconds', 0):.1f} s"
+            )
+        else:
+            print(f"    {at:6.1f} s {r['call']} {r['status']} {r.get('processId')}")
+    print(f"  documents/s: {documents / run.seconds:.0f}")
+    print(
+        f"  /healthz every second: slowest answer {run.health_slowest:.2f} s,"
+        f" {run.health_failures} failed"
+    )
+    if run.health_slow:
+        slow = ", ".join(f"{took:.1f} s at {at:.0f} s" for at, took in run.health_slow[:10])
+        print(f"    answers over 0.5 s: {slow}")
+    print(f"  CPU: service {run.service_cpu:.1f} s, emulator {run.emulator_cpu:.1f} s")
+    print(
+        f"  peak RSS: service {run.service_hwm_kib / 1024:.0f} MiB,"
+        f" emulator {run.emulator_hwm_kib / 1024:.0f} MiB"
+    )
+    ok = run.returncode == 0 and "done" in run.output
+    if not ok:
+        print(f"the resync did not finish:\n{run.output[-3000:]}")
+    if len(accepted) > bound + 1 or len(imports) != len(accepted):
+        print(f"FAILED: {len(imports)} imports sent, at most {bound + 1} allowed, all accepted")
+        ok = False
+    if service_gib >= 1.0:
+        print(f"FAILED: the service's peak RSS is {service_gib:.2f} GiB, not below 1 GB")
+        ok = False
+    if verified is not None:
+        if verified:
+            print(f"FAILED: the emulator does not hold the shop: {verified}")
+            ok = False
+        else:
+            print("the emulator holds the shop: every customer and order, equal by digest")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.resync", description=__doc__)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-dry-run", action="store_true", help="skip resync --dry-run")
+    parser.add_argument("--no-verify", action="store_true", help="skip the state comparison")
+    parser.add_argument("--keep", action="store_true", help="keep the folder (store, logs)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="for the resync, s")
+    args = parser.parse_args(argv)
+    size = ShopSize.scaled(args.customers)
+
+    bootstrap = start_broker()
+    prefix = f"resync{uuid.uuid4().hex[:8]}"
+    topics = [*topics_for(prefix).values(), f"{prefix}.dead-letters"]
+    recreate_topics(bootstrap, topics, partitions=3)
+    folder = Path(tempfile.mkdtemp(prefix="rfmcube-resync-"))
+    print(f"folder {folder}, load {_loadavg()}", flush=True)
+    try:
+        with EmulatorProcess(api_key=API_KEY, requests_per_minute=60) as api:
+            port = _free_port()
+            config = write_config(
+                folder,
+                bootstrap=bootstrap,
+                api_url=api.url,
+                group=f"{prefix}-group",
+                dead_letter_topic=f"{prefix}.dead-letters",
+                mapping=mapping_for_prefix(prefix),
+                sections={"service": {"health_port": port, "health_host": "127.0.0.1"}},
+            )
+            mapping = Mapping.load(folder / "mapping.yaml")
+            built = build_store(folder / "state.db", mapping, size, prefix=prefix, seed=args.seed)
+            print(f"store built in {built.seconds:.0f} s: {built.rows}", flush=True)
+            service = ServiceProcess(config, API_KEY, folder / "service.log").start()
+            try:
+                run = run_resync(
+                    config,
+                    service,
+                    api,
+                    health_port=port,
+                    dry_run=not args.no_dry_run,
+                    timeout=args.timeout,
+                )
+                verified = None
+                if not args.no_verify:
+                    started = time.monotonic()
+                    held = state_digests(api.state())
+                    want = expected_digests(size, args.seed)
+                    verified = held.difference(want)
+                    print(f"state compared in {time.monotonic() - started:.0f} s", flush=True)
+            finally:
+                code = service.stop(timeout=120)
+            if code != 0:
+                print(f"the service exited {code}:\n{service.log()[-3000:]}")
+            ok = report(size, built, run, verified) and code == 0
+    finally:
+        if args.keep:
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps({"ok": ok}))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
