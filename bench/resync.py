@@ -22,8 +22,8 @@
 Printed: documents, import bytes and requests beside ceil(bytes /
 max_request_bytes), process checks, the resync's wall time and documents/s,
 the peak RSS of the service and of the emulator, the emulator's time per
-import, the slowest health answer, and whether the emulator ends holding the shop: every customer and
-order, compared by digest (``bench.bigshop.state_digests``). Exits 1 when a
+import, the slowest health answer, and whether the emulator ends holding the
+shop: every customer and order, compared by digest (``bench.bigshop.state_digests``). Exits 1 when a
 bound of the issue fails: more imports than ceil(bytes / max) + 1, the
 service's peak RSS at 1 GB or more, or the emulator not holding the shop.
 """
