@@ -68,6 +68,7 @@ class Flusher:
         hold_imports: bool,
         dead_letter_doc: DeadLetterDoc,
         hurry_imports: Callable[[set[str]], None],
+        imports_accepted: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._obligations = obligations
@@ -80,6 +81,7 @@ class Flusher:
         self._hold_imports = hold_imports
         self._dead_letter_doc = dead_letter_doc
         self._hurry_imports = hurry_imports
+        self._imports_accepted = imports_accepted  # their checks fall due
         self._clock = clock
         self._lock = asyncio.Lock()
         self.dirty = asyncio.Event()
@@ -199,6 +201,8 @@ class Flusher:
         stats.bytes_sent += outcome.bytes
         if outcome.accepted or outcome.deleted:
             stats.last_accepted_at = self._clock()
+        if outcome.imports:
+            self._imports_accepted()
 
 
 async def _first(event: asyncio.Event | None, stopping: asyncio.Event, timeout: float) -> None:

@@ -35,6 +35,9 @@ from schemas.rfmcube import customer_document, dumps, import_customer, order_doc
 __all__ = ["Estimate", "Resync", "ResyncState", "estimate", "parse_since"]
 
 _META = "resync"
+# Documents a resync builds, packs and settles a second (4,600 measured on a
+# 2-core VM, bench/README.md "Resync at scale"; a little under, to be safe).
+DOCUMENTS_PER_SECOND = 4_000
 _DURATION = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -222,4 +225,9 @@ def estimate(
             orders += len(docs)
     imports = math.ceil(total / max_request_bytes) if total else 0
     requests = 2 * imports
-    return Estimate(customers, orders, total, imports, requests, requests / requests_per_minute)
+    # The budget is rarely what a resync waits for: building and packing the
+    # documents is (bench/README.md, "Resync at scale").
+    seconds = max(
+        60.0 * requests / requests_per_minute, (customers + orders) / DOCUMENTS_PER_SECOND
+    )
+    return Estimate(customers, orders, total, imports, requests, seconds / 60)

@@ -643,6 +643,7 @@ class Service:
                     hold_imports=settings.api.acceptance == "completed",
                     dead_letter_doc=self._dead_letter_doc,
                     hurry_imports=lambda pids: self.checker.hurry(pids) if self.checker else None,
+                    imports_accepted=lambda: self.checker.wake.set() if self.checker else None,
                 )
                 flusher = self.flusher
                 self.checker = ProcessChecker(
