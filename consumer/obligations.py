@@ -78,9 +78,18 @@ def _refs(rows: Iterable[tuple[str, str]]) -> list[DocRef]:
 class Obligations:
     """Reads and settles the obligations of one store."""
 
-    def __init__(self, store: StateStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        first_check: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.db = store.db
+        # An import's first check waits this long: most processes are done by
+        # then, and a check that finds one running costs a second request.
+        self._first_check = first_check
         self._clock = clock
 
     # -- owed documents ----------------------------------------------------------
@@ -318,7 +327,7 @@ class Obligations:
         db.execute(
             "INSERT OR REPLACE INTO imports (process_id, accepted_at, next_check, checks)"
             " VALUES (?, ?, ?, 0)",
-            (pid, now, now),
+            (pid, now, now + self._first_check),
         )
         db.executemany(
             "INSERT OR REPLACE INTO import_docs (process_id, kind, key, hash) VALUES (?, ?, ?, ?)",
