@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMIT_INTERVAL_SECONDS = 1.0
+# A flush that met obligations makes a commit due at once (the last records of a
+# burst were waiting up to a whole interval); no closer together than this.
+COMMIT_SPACING_SECONDS = 0.2
 REVOKE_BUDGET_SECONDS = 5.0  # heartbeats wait while a revocation is handled
 MAX_DOCUMENTS_PER_FLUSH = 10_000_000  # a flush pages through a whole backlog
 
@@ -377,9 +380,12 @@ class Service:
         elif owed <= bound * 0.9:
             source.hold(False)
 
-    async def _commit_loop(self, source: Source) -> None:
+    async def _commit_loop(self, source: Source, settled: asyncio.Event) -> None:
         while not self._stopping.is_set():
-            await self._sleep_or_stop(COMMIT_INTERVAL_SECONDS)
+            await self._sleep_or_stop(COMMIT_SPACING_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), COMMIT_INTERVAL_SECONDS)
+            settled.clear()
             self._bound_owed(source)  # also while paused: no batch comes to do it
             if self._sending_allowed:  # not before the role is taken (it reads the commits)
                 await self._commit(source)
@@ -674,7 +680,7 @@ class Service:
         others = [
             asyncio.create_task(self._ingest_loop(source, flusher), name="ingest"),
             asyncio.create_task(checker.run(self._stopping, self._is_active), name="checks"),
-            asyncio.create_task(self._commit_loop(source), name="commit"),
+            asyncio.create_task(self._commit_loop(source, flusher.settled), name="commit"),
             asyncio.create_task(self._standby_loop(source), name="standby"),
             asyncio.create_task(self._progress_loop(), name="progress"),
         ]
