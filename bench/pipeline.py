@@ -395,6 +395,9 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+WARM_UP_SECONDS = 30
+
+
 def steady(rate: int, seconds: int) -> None:
     with rig(requests_per_minute=60, live=True) as r:
         service = r.service(requests_per_minute=60)
@@ -446,15 +449,36 @@ def steady(rate: int, seconds: int) -> None:
             f" (per-event: 10,000; {len(events) / max(len(log), 1):.0f}x fewer)"
         )
         if delays:
-            q = statistics.quantiles(delays, n=100)
+            values = [d for d, _, _ in delays]
+            q = statistics.quantiles(values, n=100)
             print(
-                f"delay ts_ms -> accepted: p50 {statistics.median(delays):.2f} s, p99 {q[98]:.2f} s"
+                f"delay ts_ms -> accepted: p50 {statistics.median(values):.2f} s, p99 {q[98]:.2f} s"
+            )
+            first = events[0][0]
+            # The service starts with the shop: the first events also wait for its
+            # start-up and the first join; a live shop's service meets that once.
+            warm = [d for d, at, _ in delays if at - first >= WARM_UP_SECONDS]
+            if len(warm) > 1:
+                qw = statistics.quantiles(warm, n=100)
+                print(
+                    f"  after the first {WARM_UP_SECONDS} s: p50 {statistics.median(warm):.2f} s,"
+                    f" p99 {qw[98]:.2f} s"
+                )
+            slowest = sorted(delays, reverse=True)[:5]
+            print(
+                "slowest: "
+                + ", ".join(
+                    f"{k} {key} at +{at - first:.0f} s: {d:.1f} s" for d, at, (k, key) in slowest
+                )
             )
         print(f"peak RSS of the service: {rss:.0f} MiB")
 
 
-def _delays(events: list[tuple[float, tuple[str, str]]], log: list[dict[str, Any]]) -> list[float]:
-    """For each event, the time to the first accepted request after it carrying its document."""
+def _delays(
+    events: list[tuple[float, tuple[str, str]]], log: list[dict[str, Any]]
+) -> list[tuple[float, float, tuple[str, str]]]:
+    """For each event, the time to the first accepted request after it carrying its
+    document, with the event's time and document."""
     by_doc: dict[tuple[str, str], list[float]] = {}
     for entry in log:
         for kind in ("customers", "orders"):
@@ -464,7 +488,7 @@ def _delays(events: list[tuple[float, tuple[str, str]]], log: list[dict[str, Any
     for at, doc in events:
         later = [t for t in by_doc.get(doc, []) if t >= at - 0.001]
         if later:
-            delays.append(min(later) - at)
+            delays.append((min(later) - at, at, doc))
     return delays
 
 
