@@ -107,8 +107,12 @@ class Service:
                 " and that the volume is writable by this user"
             ) from None
         self.obligations = Obligations(self.store)
+        pacing = settings.pacing
         self.limiter = RateLimiter(
-            settings.pacing.requests_per_minute, settings.pacing.window_seconds
+            pacing.requests_per_minute,
+            pacing.window_seconds,
+            # Spread over the window: a burst would leave the rest of it silent.
+            spacing=pacing.window_seconds / pacing.requests_per_minute,
         )
         self.ingest = Ingest(
             self.store,
