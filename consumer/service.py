@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMIT_INTERVAL_SECONDS = 1.0
+GC_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
 # A flush that met obligations makes a commit due at once (the last records of a
 # burst were waiting up to a whole interval); no closer together than this.
 COMMIT_SPACING_SECONDS = 0.2
@@ -638,6 +640,11 @@ class Service:
             kafka.group_id,
             settings.api.base_url,
         )
+        # Start-up's objects (modules, mapping, settings) are never garbage: out of
+        # the collector's way. Ingest makes many short-lived objects per batch; the
+        # default threshold (700) ran a collection every few records (bench/README.md).
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         self._streaming = True
         try:
             window = self.limiter.window
