@@ -100,9 +100,10 @@ def _sampling_commits(pipeline: Pipeline) -> Iterator[list[tuple[float, dict[Any
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append(
-                (time.time(), committed_offsets(pipeline.bootstrap, pipeline.group, partitions))
-            )
+            offsets = committed_offsets(pipeline.bootstrap, pipeline.group, partitions)
+            # Stamped once the answer is in: the read takes a while (a consumer is
+            # built for it), and what it found may have been committed up to its end.
+            samples.append((time.time(), offsets))
             time.sleep(0.2)
 
     thread = threading.Thread(target=sample, daemon=True)
