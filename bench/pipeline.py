@@ -59,11 +59,15 @@ class Rig:
     def topics(self) -> list[str]:
         return list(self.shop.topics.values())
 
-    def service(self, requests_per_minute: int, min_window: float = 1.0) -> ServiceProcess:
-        config = self.config(requests_per_minute, min_window)
+    def service(
+        self, requests_per_minute: int, min_window: float = 1.0, *, consumer_process: bool = True
+    ) -> ServiceProcess:
+        config = self.config(requests_per_minute, min_window, consumer_process=consumer_process)
         return ServiceProcess(config, API_KEY, self.folder / "service.log").start()
 
-    def config(self, requests_per_minute: int, min_window: float = 1.0) -> Path:
+    def config(
+        self, requests_per_minute: int, min_window: float = 1.0, *, consumer_process: bool = True
+    ) -> Path:
         return write_config(
             self.folder,
             bootstrap=self.bootstrap,
@@ -72,10 +76,11 @@ class Rig:
             dead_letter_topic=f"{self.shop.prefix}.dead-letters",
             mapping=mapping_for_prefix(self.shop.prefix),
             sections={
+                "kafka": {"consumer_process": consumer_process},
                 "pacing": {
                     "requests_per_minute": requests_per_minute,
                     "min_window_seconds": min_window,
-                }
+                },
             },
         )
 
@@ -228,6 +233,7 @@ class Run:
     service_busiest_thread: float  # CPU seconds of its busiest thread
     service_rss_mib: float  # VmHWM of the service process
     workers_rss_mib: float  # VmHWM summed over its child processes (0 without any)
+    workers_cpu: float  # CPU seconds of its child processes (the consumer process)
     requests: int
     machine: MachineCpu  # during the service's run
 
@@ -285,7 +291,7 @@ def fill(r: Rig, records: int) -> int:
     return len(r.shop.records)
 
 
-def throughput_run(r: Rig, records: int) -> Run:
+def throughput_run(r: Rig, records: int, consumer_process: bool = True) -> Run:
     count = fill(r, records)
     ceilings = [measure_ceiling(r, count, "ceiling-before")]
     watcher = CommitWatcher(r.bootstrap, r.group, r.topics)
@@ -294,7 +300,9 @@ def throughput_run(r: Rig, records: int) -> Run:
         assert watcher.total() == count, (watcher.total(), count)
         before = machine_cpu()
         started = time.monotonic()
-        service = r.service(requests_per_minute=1_000_000, min_window=0.2)
+        service = r.service(
+            requests_per_minute=1_000_000, min_window=0.2, consumer_process=consumer_process
+        )
         assert service.process is not None
         caught = watcher.wait_all(service, timeout=900)
         machine = machine_cpu() - before
@@ -304,7 +312,9 @@ def throughput_run(r: Rig, records: int) -> Run:
         pid = service.process.pid
         cpu, busiest = cpu_seconds(pid), busiest_thread_cpu_seconds(pid)
         rss = peak_rss_mib(service)
-        workers_rss = sum(status_kib(p, "VmHWM") for p in descendants(pid)) / 1024
+        children = descendants(pid)
+        workers_rss = sum(status_kib(p, "VmHWM") for p in children) / 1024
+        workers_cpu = sum(cpu_seconds(p) for p in children)
         service.stop()
     finally:
         watcher.close()
@@ -320,20 +330,26 @@ def throughput_run(r: Rig, records: int) -> Run:
         service_busiest_thread=busiest,
         service_rss_mib=rss,
         workers_rss_mib=workers_rss,
+        workers_cpu=workers_cpu,
         requests=len(r.api.requests()),
         machine=machine,
     )
 
 
-def throughput(records: int, repeat: int) -> list[Run]:
+def throughput(records: int, repeat: int, consumer_process: bool = True) -> list[Run]:
     """The service against the bare consumer on the same records, ``repeat`` times."""
     runs = []
-    print(f"load before: {_loadavg()}")
+    where = "a process of its own" if consumer_process else "a thread of the service"
+    print(f"load before: {_loadavg()}; the service's Kafka consumer in {where}")
     for n in range(repeat):
         with rig(requests_per_minute=1_000_000) as r:
-            run = throughput_run(r, records)
+            run = throughput_run(r, records, consumer_process)
         runs.append(run)
-        workers = f" + workers {run.workers_rss_mib:.0f} MiB" if run.workers_rss_mib else ""
+        workers = (
+            f" + consumer process {run.workers_rss_mib:.0f} MiB, CPU {run.workers_cpu:.1f} s"
+            if run.workers_rss_mib
+            else ""
+        )
         bare = ", ".join(
             f"{run.records / c.seconds:,.0f}/s (streaming {run.records / c.streaming:,.0f}/s,"
             f" CPU {c.cpu / run.records * 1e6:.0f} µs/record, {c.machine.busy / c.seconds:.2f}"
@@ -377,6 +393,9 @@ def machine_line(machine: MachineCpu, seconds: float, service_cpu: float) -> str
 
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+WARM_UP_SECONDS = 30
 
 
 def steady(rate: int, seconds: int) -> None:
@@ -430,15 +449,36 @@ def steady(rate: int, seconds: int) -> None:
             f" (per-event: 10,000; {len(events) / max(len(log), 1):.0f}x fewer)"
         )
         if delays:
-            q = statistics.quantiles(delays, n=100)
+            values = [d for d, _, _ in delays]
+            q = statistics.quantiles(values, n=100)
             print(
-                f"delay ts_ms -> accepted: p50 {statistics.median(delays):.2f} s, p99 {q[98]:.2f} s"
+                f"delay ts_ms -> accepted: p50 {statistics.median(values):.2f} s, p99 {q[98]:.2f} s"
+            )
+            first = events[0][0]
+            # The service starts with the shop: the first events also wait for its
+            # start-up and the first join; a live shop's service meets that once.
+            warm = [d for d, at, _ in delays if at - first >= WARM_UP_SECONDS]
+            if len(warm) > 1:
+                qw = statistics.quantiles(warm, n=100)
+                print(
+                    f"  after the first {WARM_UP_SECONDS} s: p50 {statistics.median(warm):.2f} s,"
+                    f" p99 {qw[98]:.2f} s"
+                )
+            slowest = sorted(delays, reverse=True)[:5]
+            print(
+                "slowest: "
+                + ", ".join(
+                    f"{k} {key} at +{at - first:.0f} s: {d:.1f} s" for d, at, (k, key) in slowest
+                )
             )
         print(f"peak RSS of the service: {rss:.0f} MiB")
 
 
-def _delays(events: list[tuple[float, tuple[str, str]]], log: list[dict[str, Any]]) -> list[float]:
-    """For each event, the time to the first accepted request after it carrying its document."""
+def _delays(
+    events: list[tuple[float, tuple[str, str]]], log: list[dict[str, Any]]
+) -> list[tuple[float, float, tuple[str, str]]]:
+    """For each event, the time to the first accepted request after it carrying its
+    document, with the event's time and document."""
     by_doc: dict[tuple[str, str], list[float]] = {}
     for entry in log:
         for kind in ("customers", "orders"):
@@ -448,7 +488,7 @@ def _delays(events: list[tuple[float, tuple[str, str]]], log: list[dict[str, Any
     for at, doc in events:
         later = [t for t in by_doc.get(doc, []) if t >= at - 0.001]
         if later:
-            delays.append(min(later) - at)
+            delays.append((min(later) - at, at, doc))
     return delays
 
 
@@ -460,12 +500,17 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("throughput")
     t.add_argument("--records", type=int, default=60_000)
     t.add_argument("--repeat", type=int, default=3)
+    t.add_argument(
+        "--consumer-in-thread",
+        action="store_true",
+        help="the service with kafka.consumer_process: false (the consumer in a thread)",
+    )
     s = sub.add_parser("steady")
     s.add_argument("--rate", type=int, default=200)
     s.add_argument("--seconds", type=int, default=300)
     args = parser.parse_args(argv)
     if args.which == "throughput":
-        throughput(args.records, args.repeat)
+        throughput(args.records, args.repeat, not args.consumer_in_thread)
     else:
         steady(args.rate, args.seconds)
 

@@ -85,6 +85,7 @@ class Flusher:
         self._clock = clock
         self._lock = asyncio.Lock()
         self.dirty = asyncio.Event()
+        self.settled = asyncio.Event()  # obligations were met: commits may be due
         self.stats = FlushStats()
 
     async def run(self, stopping: asyncio.Event, may_send: Callable[[], bool]) -> None:
@@ -159,6 +160,7 @@ class Flusher:
             return False
         positions = {d.ref: self._obligations.position_of(d.ref) for d in rejected}
         self._obligations.settle(Settlement(done=done))
+        self.settled.set()
         for dead in rejected:
             self._dead_letter_doc(dead.ref, positions[dead.ref], dead.reason, dead.body)
         stats = self.stats
@@ -190,6 +192,7 @@ class Flusher:
                 ],
             )
         )
+        self.settled.set()
         for dead in outcome.dead:
             self._dead_letter_doc(dead.ref, positions[dead.ref], dead.reason, dead.body)
         stats = self.stats

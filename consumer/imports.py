@@ -37,6 +37,9 @@ __all__ = ["ProcessChecker"]
 log = logging.getLogger(__name__)
 
 RUNNING = frozenset({"pending", "running"})
+# A check due this long after the next slot frees still takes that slot: an
+# import's first check falls due just after the slot that follows the import.
+CHECK_LEAD_SECONDS = 0.25
 
 
 class ProcessChecker:
@@ -47,7 +50,7 @@ class ProcessChecker:
         limiter: RateLimiter,
         *,
         on_failed: Callable[[], None],
-        first_check: float = 2.0,
+        first_check: float = 1.0,
         longest_interval: float = 60.0,
         share: float = 0.5,
         clock: Callable[[], float] = time.time,
@@ -80,10 +83,16 @@ class ProcessChecker:
         allowed = max(1, math.floor(limiter.limit * self._share))
         return len(self._checked_at) < allowed or limiter.free_slots() > limiter.limit // 2
 
+    def _horizon(self) -> float:
+        """Checks due by then wait for the next free slot now: queued at the limiter
+        before it frees, they take it ahead of a send that comes only when it frees
+        (else a send took it, and the check the next one: imports two slots apart)."""
+        return self._clock() + self._limiter.next_free_in() + CHECK_LEAD_SECONDS
+
     async def run(self, stopping: asyncio.Event, may_check: Callable[[], bool]) -> None:
         """Check due imports until ``stopping``; only while ``may_check()`` (active)."""
         while not stopping.is_set():
-            due = self._obligations.due_imports(self._clock(), 1)
+            due = self._obligations.due_imports(self._horizon(), 1)
             if not due or not self._within_share() or not may_check():
                 await self._idle(stopping, bool(due))
                 continue
@@ -95,7 +104,7 @@ class ProcessChecker:
             wait = 0.5
         else:
             next_at = self._obligations.next_check_at()
-            wait = 5.0 if next_at is None else min(5.0, max(0.05, next_at - self._clock()))
+            wait = 5.0 if next_at is None else min(5.0, max(0.05, next_at - self._horizon()))
         self.wake.clear()
         wake = asyncio.ensure_future(self.wake.wait())
         stop = asyncio.ensure_future(stopping.wait())

@@ -82,7 +82,7 @@ class Obligations:
         self,
         store: StateStore,
         *,
-        first_check: float = 2.0,
+        first_check: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store

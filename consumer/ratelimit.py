@@ -9,6 +9,13 @@ Waiters are served strictly first come, first served: the head of the queue slee
 until a slot frees, takes it, then hands the head position to the next waiter.
 There is no background task, so nothing is left running when callers go away.
 
+``spacing`` (the service sets it to ``window / limit``: one second at 60 a
+minute) keeps two requests at least that far apart, so the budget is spread over
+the window. Without it a steady stream of small sends (imports and their process
+checks, two requests a window) used the whole window's slots in its first half,
+and then nothing could go out for the rest of the window: changes waited up to
+35 s (bench/README.md, "A steady shop").
+
 A 429 means the server counts more than we do (another replica on the same key,
 a server window aligned differently from ours). :meth:`RateLimiter.pause_until`
 then stops every sender until the server's Retry-After has passed *and* treats
@@ -41,18 +48,21 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         margin: float = 0.25,
+        spacing: float = 0.0,
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
-        if window <= 0 or margin < 0:
-            raise ValueError("window must be positive and margin not negative")
+        if window <= 0 or margin < 0 or spacing < 0:
+            raise ValueError("window must be positive, margin and spacing not negative")
         self.limit = limit
         self.window = window
         self.margin = margin
+        self.spacing = spacing
         self._clock = clock
         self._sleep = sleep
         # Send times of the slots still taken, oldest first.
         self._taken: deque[float] = deque()
+        self._last = float("-inf")  # when the latest slot was taken
         self._paused_until = float("-inf")
         # One future per waiter; the head's future is resolved when it may go.
         self._queue: deque[asyncio.Future[None]] = deque()
@@ -78,7 +88,7 @@ class RateLimiter:
         """Seconds until a slot frees (0 if one is free now)."""
         now = self._clock()
         self._expire(now)
-        wait = self._paused_until - now
+        wait = max(self._paused_until, self._last + self.spacing) - now
         if len(self._taken) >= self.limit:
             # The slot that frees first is the one that makes the count drop below limit.
             oldest_needed = self._taken[len(self._taken) - self.limit]
@@ -96,8 +106,12 @@ class RateLimiter:
         """Take a slot if one is free now and nobody is queued ahead; never waits."""
         if self._queue or self.next_free_in() > 0:
             return False
-        self._taken.append(self._clock())
+        self._take()
         return True
+
+    def _take(self) -> None:
+        self._last = self._clock()
+        self._taken.append(self._last)
 
     async def acquire(self) -> None:
         """Wait for a slot (in arrival order), then take it: the request may go now."""
@@ -118,7 +132,7 @@ class RateLimiter:
                 await turn  # resolved by the waiter ahead of us when it leaves
             while (wait := self.next_free_in()) > 0:
                 await self._sleep(wait)
-            self._taken.append(self._clock())
+            self._take()
         finally:
             self._leave(turn)
 

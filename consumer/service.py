@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -54,6 +55,7 @@ from consumer.ratelimit import RateLimiter
 from consumer.resync import Resync
 from consumer.sender import Sender
 from consumer.source import CommitFailed, KafkaSource, SourceError, SourceSettings, batch_bytes
+from consumer.source_process import ProcessSource
 from consumer.store import StateStore
 from schemas.debezium import Position, RawRecord
 from schemas.entities import DocRef
@@ -64,8 +66,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMIT_INTERVAL_SECONDS = 1.0
+GC_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
+# A flush that met obligations makes a commit due at once (the last records of a
+# burst were waiting up to a whole interval); no closer together than this.
+COMMIT_SPACING_SECONDS = 0.2
 REVOKE_BUDGET_SECONDS = 5.0  # heartbeats wait while a revocation is handled
 MAX_DOCUMENTS_PER_FLUSH = 10_000_000  # a flush pages through a whole backlog
+
+# The consumer in a thread of this process, or in a child process (kafka.consumer_process).
+Source = KafkaSource | ProcessSource
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -100,8 +109,12 @@ class Service:
                 " and that the volume is writable by this user"
             ) from None
         self.obligations = Obligations(self.store)
+        pacing = settings.pacing
         self.limiter = RateLimiter(
-            settings.pacing.requests_per_minute, settings.pacing.window_seconds
+            pacing.requests_per_minute,
+            pacing.window_seconds,
+            # Spread over the window: a burst would leave the rest of it silent.
+            spacing=pacing.window_seconds / pacing.requests_per_minute,
         )
         self.ingest = Ingest(
             self.store,
@@ -119,7 +132,7 @@ class Service:
         self.committer = Committer(self.obligations, dead_letters=lambda: self._deadletters)
         self.flusher: Flusher | None = None
         self.checker: ProcessChecker | None = None
-        self.source: KafkaSource | None = None
+        self.source: Source | None = None
         self.follower: Follower | None = None
         self.client: RfmcubeClient | None = None
         self.prometheus = Metrics(self)
@@ -287,7 +300,7 @@ class Service:
 
     # -- the loops --------------------------------------------------------------------
 
-    async def _ingest_loop(self, source: KafkaSource, flusher: Flusher) -> None:
+    async def _ingest_loop(self, source: Source, flusher: Flusher) -> None:
         while not self._stopping.is_set():
             records = await self._first_of(source.get())
             if records is None:
@@ -298,7 +311,7 @@ class Service:
             self._bound_owed(source)
             await asyncio.sleep(0)
 
-    async def _standby_loop(self, source: KafkaSource) -> None:
+    async def _standby_loop(self, source: Source) -> None:
         """While another instance is active, keep the store warm (see consumer/follower.py)."""
         kafka = self.settings.kafka
         follower = self.follower = Follower(
@@ -325,10 +338,10 @@ class Service:
                 continue
             await self._sleep_or_stop(0.2)
 
-    def _standing_by(self, source: KafkaSource) -> bool:
+    def _standing_by(self, source: Source) -> bool:
         return not self._stopping.is_set() and source.role() == "standby"
 
-    async def _take_role(self, source: KafkaSource) -> None:
+    async def _take_role(self, source: Source) -> None:
         """Before the first request: the key's budget is shared with whoever sent before.
         Our own sends are in the store; another instance's are unknown, so its
         window counts as full."""
@@ -359,7 +372,7 @@ class Service:
             )
         self._sending_allowed = True
 
-    def _bound_owed(self, source: KafkaSource) -> None:
+    def _bound_owed(self, source: Source) -> None:
         """Pause reading while more documents are owed than the bound (an API outage
         of hours); resume below 90 % of it."""
         now = time.monotonic()
@@ -373,14 +386,17 @@ class Service:
         elif owed <= bound * 0.9:
             source.hold(False)
 
-    async def _commit_loop(self, source: KafkaSource) -> None:
+    async def _commit_loop(self, source: Source, settled: asyncio.Event) -> None:
         while not self._stopping.is_set():
-            await self._sleep_or_stop(COMMIT_INTERVAL_SECONDS)
+            await self._sleep_or_stop(COMMIT_SPACING_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), COMMIT_INTERVAL_SECONDS)
+            settled.clear()
             self._bound_owed(source)  # also while paused: no batch comes to do it
             if self._sending_allowed:  # not before the role is taken (it reads the commits)
                 await self._commit(source)
 
-    async def _commit(self, source: KafkaSource) -> None:
+    async def _commit(self, source: Source) -> None:
         try:
             await self.committer.commit(source)
         except CommitFailed as exc:
@@ -589,19 +605,26 @@ class Service:
             return EXIT_OK
         settings = self.settings
         kafka = settings.kafka
-        source = self.source = KafkaSource(
-            SourceSettings(
-                bootstrap_servers=kafka.bootstrap_servers,
-                group_id=kafka.group_id,
-                topics=tuple(self.mapping.topics()),
-                client_id=kafka.client_id,
-                max_pending_bytes=kafka.max_pending_bytes,
-                extra=kafka.extra,
-                commit_metadata=self.store.instance_id,
-            ),
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
+        source_settings = SourceSettings(
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=kafka.group_id,
+            topics=tuple(self.mapping.topics()),
+            client_id=kafka.client_id,
+            max_pending_bytes=kafka.max_pending_bytes,
+            extra=kafka.extra,
+            commit_metadata=self.store.instance_id,
         )
+        source: Source
+        if kafka.consumer_process:
+            source = ProcessSource(
+                source_settings,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+                log_format=settings.service.log_format,
+            )
+        else:
+            source = KafkaSource(source_settings, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.source = source
         api = ApiSettings(
             base_url=settings.api.base_url,
             api_key=settings.api_key,
@@ -617,6 +640,11 @@ class Service:
             kafka.group_id,
             settings.api.base_url,
         )
+        # Start-up's objects (modules, mapping, settings) are never garbage: out of
+        # the collector's way. Ingest makes many short-lived objects per batch; the
+        # default threshold (700) ran a collection every few records (bench/README.md).
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         self._streaming = True
         try:
             window = self.limiter.window
@@ -658,14 +686,12 @@ class Service:
             await source.stop()
             log.info("stopped: %s", orjson.dumps(self.stats()).decode())
 
-    async def _supervise(
-        self, source: KafkaSource, flusher: Flusher, checker: ProcessChecker
-    ) -> int:
+    async def _supervise(self, source: Source, flusher: Flusher, checker: ProcessChecker) -> int:
         flushing = asyncio.create_task(flusher.run(self._stopping, self._is_active), name="flush")
         others = [
             asyncio.create_task(self._ingest_loop(source, flusher), name="ingest"),
             asyncio.create_task(checker.run(self._stopping, self._is_active), name="checks"),
-            asyncio.create_task(self._commit_loop(source), name="commit"),
+            asyncio.create_task(self._commit_loop(source, flusher.settled), name="commit"),
             asyncio.create_task(self._standby_loop(source), name="standby"),
             asyncio.create_task(self._progress_loop(), name="progress"),
         ]
@@ -715,7 +741,7 @@ class Service:
         assert error is not None
         raise error
 
-    async def _final_flush(self, source: KafkaSource, flusher: Flusher, deadline: float) -> None:
+    async def _final_flush(self, source: Source, flusher: Flusher, deadline: float) -> None:
         """What the grace allows goes out; then the offsets are committed."""
         try:
             while (

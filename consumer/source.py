@@ -243,14 +243,35 @@ class KafkaSource:
     async def get(self) -> list[RawRecord]:
         """The records polled since the last call (waits for at least one)."""
         while True:
+            await self.ready()
+            records = self.take()
+            if records:
+                return records
+
+    async def ready(self) -> None:
+        """Returns once records wait to be taken; raises once the source stopped or failed."""
+        while True:
             self._wake.clear()
             with self._lock:
-                batches = list(self._ready)
-                self._ready.clear()
-            if batches:
-                return [record for batch in batches for record in batch]
+                if self._ready:
+                    return
             self._raise_if_not_running()
             await self._wake.wait()
+
+    def take(self) -> list[RawRecord]:
+        """The records polled since the last call, without waiting (maybe none)."""
+        with self._lock:
+            batches = list(self._ready)
+            self._ready.clear()
+        return [record for batch in batches for record in batch]
+
+    def resume_from(self, positions: Mapping[PartitionId, int]) -> None:
+        """Records from these offsets on were handed over but dropped downstream
+        (their partition was revoked first): read them again if it comes back."""
+        with self._lock:
+            for tp, offset in positions.items():
+                if offset < self._resume_at.get(tp, offset + 1):
+                    self._resume_at[tp] = offset
 
     def release(self, nbytes: int) -> None:
         """The asyncio side is done with records of this many bytes (see :func:`batch_bytes`)."""
@@ -344,6 +365,10 @@ class KafkaSource:
             if not self._assigned:
                 return False
         return self._lease is None or self._lease.valid()
+
+    def leased(self) -> bool:
+        """Whether activity is bounded by a heartbeat lease (``single_active``)."""
+        return self._lease is not None
 
     def active_until(self) -> float | None:
         """The lease's deadline on ``time.monotonic()`` while owning partitions

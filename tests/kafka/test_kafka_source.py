@@ -1,8 +1,13 @@
-"""KafkaSource on the real broker: delivery, commits, back-pressure, rebalances, shutdown."""
+"""KafkaSource on the real broker: delivery, commits, back-pressure, rebalances, shutdown.
+
+The same tests run against ProcessSource, the consumer in a child process, which
+must behave the same; what only a child process can do (die) is tested below."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -11,7 +16,8 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from consumer.source import KafkaSource, SourceSettings, batch_bytes
+from consumer.source import KafkaSource, SourceError, SourceSettings, batch_bytes
+from consumer.source_process import ProcessSource
 from schemas.debezium import RawRecord
 
 pytestmark = pytest.mark.kafka
@@ -50,7 +56,7 @@ def settings(bootstrap: str, topic: str, group: str, **kw: Any) -> SourceSetting
     return SourceSettings(bootstrap, group, (topic,), extra=extra, **kw)
 
 
-async def collect(source: KafkaSource, want: int, timeout: float = 20.0) -> list[RawRecord]:
+async def collect(source: Source, want: int, timeout: float = 20.0) -> list[RawRecord]:
     got: list[RawRecord] = []
     async with asyncio.timeout(timeout):
         while len(got) < want:
@@ -66,16 +72,29 @@ async def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
             await asyncio.sleep(0.1)
 
 
+Source = KafkaSource | ProcessSource
+SourceClass = type[KafkaSource] | type[ProcessSource]
+
+
+@pytest.fixture(params=[KafkaSource, ProcessSource], ids=["thread", "process"])
+def source_class(request: pytest.FixtureRequest) -> SourceClass:
+    cls: SourceClass = request.param
+    return cls
+
+
 def group_name() -> str:
     return f"g-{uuid.uuid4().hex[:10]}"
 
 
 async def test_every_produced_record_arrives_with_its_position_key_value_and_headers(
-    kafka_bootstrap: str, make_topic: Callable[..., str], producer: KafkaProducer
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    producer: KafkaProducer,
+    source_class: SourceClass,
 ) -> None:
     topic = make_topic("src", 3)
     written = produce(producer, topic, 30, 3)
-    source = KafkaSource(settings(kafka_bootstrap, topic, group_name()))
+    source = source_class(settings(kafka_bootstrap, topic, group_name()))
     source.start(asyncio.get_running_loop())
     try:
         got = await collect(source, 30)
@@ -86,12 +105,15 @@ async def test_every_produced_record_arrives_with_its_position_key_value_and_hea
 
 
 async def test_committed_offsets_are_where_the_next_member_of_the_group_resumes(
-    kafka_bootstrap: str, make_topic: Callable[..., str], producer: KafkaProducer
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    producer: KafkaProducer,
+    source_class: SourceClass,
 ) -> None:
     topic = make_topic("src", 3)
     produce(producer, topic, 30, 3)  # 10 per partition
     group = group_name()
-    first = KafkaSource(settings(kafka_bootstrap, topic, group))
+    first = source_class(settings(kafka_bootstrap, topic, group))
     first.start(asyncio.get_running_loop())
     try:
         await collect(first, 30)
@@ -101,7 +123,7 @@ async def test_committed_offsets_are_where_the_next_member_of_the_group_resumes(
     finally:
         await first.stop()
 
-    second = KafkaSource(settings(kafka_bootstrap, topic, group))
+    second = source_class(settings(kafka_bootstrap, topic, group))
     second.start(asyncio.get_running_loop())
     try:
         got = await collect(second, 6 + 0 + 10)
@@ -113,7 +135,7 @@ async def test_committed_offsets_are_where_the_next_member_of_the_group_resumes(
     assert offsets == [(0, o) for o in range(4, 10)] + [(2, o) for o in range(10)]
 
 
-async def _drain(source: KafkaSource) -> list[RawRecord]:
+async def _drain(source: Source) -> list[RawRecord]:
     try:
         return await asyncio.wait_for(source.get(), 0.3)
     except TimeoutError:
@@ -121,7 +143,10 @@ async def _drain(source: KafkaSource) -> list[RawRecord]:
 
 
 async def test_a_slow_consumer_is_paused_but_stays_in_the_group(
-    kafka_bootstrap: str, make_topic: Callable[..., str], producer: KafkaProducer
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    producer: KafkaProducer,
+    source_class: SourceClass,
 ) -> None:
     topic = make_topic("src", 3)
     produce(producer, topic, 60, 3)
@@ -131,7 +156,7 @@ async def test_a_slow_consumer_is_paused_but_stays_in_the_group(
         revoked.append(partitions)
         return {}
 
-    source = KafkaSource(
+    source = source_class(
         settings(
             kafka_bootstrap,
             topic,
@@ -164,7 +189,10 @@ async def test_a_slow_consumer_is_paused_but_stays_in_the_group(
 
 
 async def test_a_joining_member_makes_the_first_revoke_and_commit_what_on_revoke_returns(
-    kafka_bootstrap: str, make_topic: Callable[..., str], producer: KafkaProducer
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    producer: KafkaProducer,
+    source_class: SourceClass,
 ) -> None:
     topic = make_topic("src", 3)
     produce(producer, topic, 30, 3)
@@ -185,10 +213,10 @@ async def test_a_joining_member_makes_the_first_revoke_and_commit_what_on_revoke
 
     # Two members sharing the partitions: the range assignor, not the single-active one.
     shared = {"single_active": False}
-    first = KafkaSource(settings(kafka_bootstrap, topic, group, **shared), on_revoke=on_revoke)
+    first = source_class(settings(kafka_bootstrap, topic, group, **shared), on_revoke=on_revoke)
     first.start(loop)
     second_assigned: list[list[tuple[str, int]]] = []
-    second = KafkaSource(
+    second = source_class(
         settings(kafka_bootstrap, topic, group, **shared), on_assign=second_assigned.append
     )
     try:
@@ -234,3 +262,79 @@ async def test_stop_leaves_no_thread_running(
         await source.get()
     with pytest.raises(Exception, match="stopped"):
         await source.commit({(topic, 0): 1})
+
+
+async def test_records_of_each_partition_cross_the_process_boundary_in_order(
+    kafka_bootstrap: str, make_topic: Callable[..., str], producer: KafkaProducer
+) -> None:
+    topic = make_topic("src", 3)
+    written = produce(producer, topic, 3000, 3)
+    source = ProcessSource(settings(kafka_bootstrap, topic, group_name(), max_poll_records=100))
+    source.start(asyncio.get_running_loop())
+    try:
+        got = await collect(source, 3000)
+    finally:
+        await source.stop()
+    for partition in range(3):
+        offsets = [r.offset for r in got if r.partition == partition]
+        assert offsets == list(range(1000)), f"partition {partition} out of order"
+    assert sorted(as_tuple(r) for r in got) == sorted(written)
+
+
+async def test_a_dead_consumer_process_is_noticed_by_get_and_commit(
+    kafka_bootstrap: str, make_topic: Callable[..., str], producer: KafkaProducer
+) -> None:
+    topic = make_topic("src", 1)
+    produce(producer, topic, 3, 1)
+    source = ProcessSource(settings(kafka_bootstrap, topic, group_name()))
+    source.start(asyncio.get_running_loop())
+    try:
+        await collect(source, 3)
+        pid = source.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        # The service's ingest loop waits in get(): it must fail, not wait for ever.
+        with pytest.raises(SourceError, match="process died unexpectedly"):
+            await asyncio.wait_for(source.get(), 10)
+        with pytest.raises(SourceError, match="died"):
+            await source.commit({(topic, 0): 3})
+        assert source.assignment() == set()
+        assert not source.is_active()
+    finally:
+        await source.stop()
+
+
+async def test_stop_leaves_no_consumer_process_and_leaves_the_group(
+    kafka_bootstrap: str, make_topic: Callable[..., str], producer: KafkaProducer
+) -> None:
+    topic = make_topic("src", 1)
+    produce(producer, topic, 3, 1)
+    group = group_name()
+    source = ProcessSource(settings(kafka_bootstrap, topic, group))
+    source.start(asyncio.get_running_loop())
+    await collect(source, 3)
+    await source.commit({(topic, 0): 3})
+    pid = source.pid()
+    await source.stop()
+    assert pid is not None and not _alive(pid)
+    with pytest.raises(SourceError, match="stopped"):
+        await source.get()
+    # It left the group on close: a new member gets the partition at once,
+    # not after the old one's session timed out.
+    second = ProcessSource(settings(kafka_bootstrap, topic, group))
+    second.start(asyncio.get_running_loop())
+    try:
+        await wait_until(lambda: second.assignment() == {(topic, 0)}, timeout=5.5)
+        assert await second.committed([(topic, 0)]) == {(topic, 0): 3}
+    finally:
+        await second.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie until reaped counts as gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"

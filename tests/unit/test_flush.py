@@ -475,3 +475,28 @@ async def test_a_flush_cut_short_keeps_owed_exactly_what_was_not_accepted() -> N
     again = [c["email"] for call, body in calls if call == "import" for c in body["customers"]]
     assert set(again).isdisjoint(sent)
     assert sorted(again + sent) == sorted(f"c{n}@x.it" for n in range(300))
+
+
+async def test_an_order_gone_with_its_customer_is_met_only_when_the_delete_is_accepted() -> None:
+    h = Harness()
+    h.change("customer", Op.CREATE, customer(1, "a@x.it"))
+    h.change("order", Op.CREATE, order(10, 1))
+    await h.flush()
+    await h.check_imports()
+    h.change("order", Op.UPDATE, order(10, 1, status="20"))  # order offset 1
+    h.change("customer", Op.DELETE, customer(1, "a@x.it"))
+    real_send = h.api.send
+
+    async def down(call: str, body: bytes) -> dict[str, Any]:
+        raise RuntimeError("the API is unreachable; the service is killed")
+
+    h.api.send = down  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await h.flush()
+    # Nothing reached Rfmcube: the order's change is not met, so its record is
+    # not committed (the customer's delete that would take the order is owed).
+    assert h.floor("order") == 1
+    h.api.send = real_send  # type: ignore[method-assign]
+    calls = await h.flush()
+    assert calls == [("delete_customer", {"id": "1", "email": "a@x.it"})]
+    assert h.floor("order") == 2 and h.floor("customer") == 2

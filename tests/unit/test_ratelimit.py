@@ -132,6 +132,64 @@ def test_acquire_is_fifo_as_early_as_the_budget_allows_and_never_over_limit(
     assert times == pytest.approx(expected)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    # Limits that divide a window of eighths exactly: no rounding at the window's edges.
+    limit=st.sampled_from([1, 2, 4, 8]),
+    window=eighths(8, 480),
+    arrivals=st.lists(eighths(0, 960), min_size=1, max_size=25),
+)
+def test_spacing_spreads_requests_over_the_window_as_early_as_it_allows(
+    limit: int, window: float, arrivals: list[float]
+) -> None:
+    spacing = window / limit  # what the service sets
+
+    async def scenario() -> list[float]:
+        vt = VirtualTime()
+        limiter = RateLimiter(
+            limit, window, clock=vt.clock, sleep=vt.sleep, margin=0.0, spacing=spacing
+        )
+        acquired: list[float] = []
+
+        async def caller(arrival: float) -> None:
+            await vt.sleep(arrival)
+            await limiter.acquire()
+            acquired.append(vt.now)
+
+        tasks = [asyncio.create_task(caller(a)) for a in arrivals]
+        await vt.run(tasks)
+        return acquired
+
+    times = asyncio.run(scenario())
+    assert max_in_any_window(times, window) <= limit
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= spacing - 1e-9 for gap in gaps)
+    expected: list[float] = []
+    for arrival in sorted(arrivals):
+        t = arrival if not expected else max(arrival, expected[-1] + spacing)
+        expected.append(t)
+    assert times == pytest.approx(expected)
+
+
+def test_a_burst_without_spacing_leaves_the_rest_of_the_window_silent() -> None:
+    """What spacing is for: 60 a minute taken as they come would all go in the
+    first seconds; spaced, the last of them leaves a gap of one second, not 59."""
+
+    def gaps(spacing: float) -> float:
+        now = 0.0
+        limiter = RateLimiter(60, 60.0, clock=lambda: now, margin=0.0, spacing=spacing)
+        taken = []
+        while len(taken) < 61:
+            wait = limiter.next_free_in()
+            now += wait
+            assert limiter.try_acquire()
+            taken.append(now)
+        return max(b - a for a, b in itertools.pairwise(taken))
+
+    assert gaps(0.0) == pytest.approx(60.0)
+    assert gaps(1.0) == pytest.approx(1.0)
+
+
 async def test_a_429_pauses_every_sender_until_retry_after() -> None:
     vt = VirtualTime()
     limiter = RateLimiter(3, 60.0, clock=vt.clock, sleep=vt.sleep, margin=0.0)
