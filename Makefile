@@ -44,7 +44,6 @@ demo: $(STAMP)
 # Benchmarks (see bench/README.md): about 25 minutes; they start the broker.
 bench: $(STAMP)
 	$(PY) -m bench.decode
-	$(PY) -m bench.parallel
 	$(PY) -m bench.pipeline throughput
 	$(PY) -m bench.pipeline steady
 	$(PY) -m bench.outage

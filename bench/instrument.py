@@ -1,8 +1,7 @@
 """The service in-process, with meters on its stages: where the time goes.
 
     python -m bench.instrument --config C --report R.json [--cprofile DIR]
-        [--no-meters] [--parallel N] [--gc-threshold A,B,C] [--gc-freeze]
-        [--commit-interval S] [--fetch-process [--decode-in-fetch]]
+        [--no-meters] [--gc-threshold A,B,C] [--gc-freeze] [--commit-interval S]
 
 Runs ``rfmcube-cdc run`` exactly as the CLI does, after wrapping the
 functions of each stage (decode, mapping, store, planning, serializing,
@@ -22,19 +21,17 @@ so the meters of such a run are not comparable with a run without it.
 The meters cost about 1 µs per wrapped call; decode and mapping are wrapped
 per record (about 30 µs together), everything else per batch.
 
-The other options are prototypes of the routes bench/README.md measures,
-patched in at run time (no file of the service changes): ``--parallel N``
-decodes and maps through ``consumer.parallel.DecodeStage``; ``--gc-*`` tune
-the garbage collector; ``--commit-interval`` shortens the commit loop's sleep;
-``--fetch-process`` moves the consumer into a child process
-(``bench/fetchsource.py``), ``--decode-in-fetch`` the decoding with it.
+The other options are variants bench/README.md measures, set at run time
+(no file of the service changes): ``--gc-*`` tune the garbage collector;
+``--commit-interval`` shortens the commit loop's sleep. The consumer in a
+child process is the service's own option (``kafka.consumer_process`` in
+the config); the child is spawned without the meters, so with it on the
+source's two stages (kafka parse, hand-over) are missing from the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import cProfile
 import functools
 import gc
@@ -218,115 +215,6 @@ def install(meters: Meters) -> None:
     meters.wrap_async(api.RfmcubeClient, "send", "api call")
 
 
-class _Stopped(Exception):
-    """The service was asked to stop while the prototype's ingest loop read."""
-
-
-def _take_results_from(service_class: Any) -> None:
-    """``_change_of`` takes the next of ``self._results`` (set per batch by a
-    patched ingest loop) and handles it as it handled a decoded record; without
-    results (restore) it decodes inline as before."""
-    from consumer.parallel import Rejected
-    from schemas.entities import EntityChange
-
-    original_change_of = service_class._change_of
-
-    def change_of(self: Any, record: Any) -> Any:
-        results = getattr(self, "_results", None)
-        if results is None:
-            return original_change_of(self, record)
-        result = next(results)
-        if isinstance(result, EntityChange):
-            return result
-        if result is None:
-            self.stats.skipped["unmapped"] += 1
-        elif isinstance(result, Rejected):
-            self._dead_letter(record, result.reason)
-        else:
-            self.stats.skipped[result.kind] += 1
-        return None
-
-    service_class._change_of = change_of
-
-
-def _ingest(self: Any, source: Any, records: Any, results: Any) -> None:
-    self._results = iter(results) if results is not None else None
-    try:
-        self.ingest(list(records))
-    finally:
-        self._results = None
-    source.release(sum(len(r.value or b"") + len(r.key or b"") for r in records))
-
-
-def install_parallel(workers: int) -> None:
-    """Prototype, not the product: the service's ingest loop through
-    :class:`consumer.parallel.DecodeStage` (decode and mapping in ``workers``
-    processes), patched in at run time so that no file of the service changes.
-    The stage starts beside the start-up; the ingest loop takes batches with
-    their results from ``stage.decoded(source.get)``."""
-    from consumer import service
-    from consumer.mapping.loading import read_text
-    from consumer.parallel import DecodeStage
-
-    original_start_up = service.Service._start_up
-
-    async def start_up(self: Any) -> bool:
-        text, source = read_text(self.settings.mapping)
-        self._stage = DecodeStage(text, mapping_source=source, workers=workers)
-        starting = asyncio.ensure_future(asyncio.to_thread(self._stage.start))
-        try:
-            return bool(await original_start_up(self))
-        finally:
-            await starting
-
-    async def ingest_loop(self: Any, source: Any) -> None:
-        async def get() -> Any:
-            records = await self._first_of(source.get())
-            if records is None:
-                raise _Stopped
-            return records
-
-        try:
-            async with contextlib.aclosing(self._stage.decoded(get)) as batches:
-                async for records, results in batches:
-                    _ingest(self, source, records, results)
-                    await asyncio.sleep(0)
-        except _Stopped:
-            return
-
-    _take_results_from(service.Service)
-    service.Service._start_up = start_up  # type: ignore[method-assign]
-    service.Service._ingest_loop = ingest_loop  # type: ignore[method-assign]
-
-
-def install_fetch_process(decode: bool) -> None:
-    """Prototype of route B (bench/fetchsource.py): the consumer in a child
-    process, which with ``decode`` also decodes and maps."""
-    from bench.fetchsource import ProcessSource
-    from consumer import service
-    from consumer.mapping.loading import read_text
-
-    def make_source(settings: Any, **_: Any) -> ProcessSource:
-        mapping = read_text(_mapping_path) if decode else None
-        return ProcessSource(settings, mapping=mapping)
-
-    async def ingest_loop(self: Any, source: Any) -> None:
-        while not self._stopping.is_set():
-            got = await self._first_of(source.get_decoded())
-            if got is None:
-                return
-            records, results = got
-            _ingest(self, source, records, results)
-            await asyncio.sleep(0)
-
-    _take_results_from(service.Service)
-    setattr(service, "KafkaSource", make_source)  # noqa: B010 (a run-time patch)
-    service.Service._ingest_loop = ingest_loop  # type: ignore[method-assign]
-
-
-_mapping_path: Any = None
-
-
 def _profile_threads(folder: Path) -> cProfile.Profile:
     """Run every new thread under its own cProfile; returns the main thread's."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -353,26 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", required=True)
     parser.add_argument("--cprofile", default=None)
     parser.add_argument("--no-meters", action="store_true", help="only the variants below")
-    parser.add_argument("--parallel", type=int, default=0, help="prototype: N decode workers")
     parser.add_argument("--gc-threshold", default=None, help="e.g. 50000,50,100")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after imports")
     parser.add_argument("--commit-interval", type=float, default=None, help="seconds")
-    parser.add_argument("--fetch-process", action="store_true", help="prototype: route B")
-    parser.add_argument(
-        "--decode-in-fetch", action="store_true", help="route B: the child decodes too"
-    )
     args = parser.parse_args(argv)
     meters = Meters()
     if not args.no_meters:
         install(meters)
-    if args.parallel:
-        install_parallel(args.parallel)
-    if args.fetch_process:
-        global _mapping_path
-        from consumer.config import load_settings
-
-        _mapping_path = load_settings(args.config).mapping
-        install_fetch_process(args.decode_in_fetch)
     if args.commit_interval is not None:
         from consumer import service
 

@@ -17,7 +17,7 @@ the fractions).
 ``--variant`` runs the service with other ``bench.instrument`` options, one
 after the other on the same records (each with its own group and store), the
 bare consumer first: e.g. ``--variant "--no-meters" --variant "--no-meters
---parallel 2"`` compares the service as it is with the parallel prototype in
+--gc-freeze"`` compares the service as it is with the collector's variant in
 one run. With ``--repeat N`` the medians of rates and ratios are printed.
 """
 
@@ -65,7 +65,7 @@ from schemas.entities import EntityChange
 
 
 class InstrumentedService(ServiceProcess):
-    """``bench.instrument`` (the service with meters, or a prototype) as a child process."""
+    """``bench.instrument`` (the service with meters, or a variant) as a child process."""
 
     def __init__(self, config: Path, report: Path, options: list[str], log: Path) -> None:
         super().__init__(config, API_KEY, log)
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--variant",
         action="append",
-        help="options for bench.instrument: --variant='--no-meters --parallel 2' (repeatable;"
+        help="options for bench.instrument: --variant='--no-meters --gc-freeze' (repeatable;"
         " default: the service as it is, metered)",
     )
     parser.add_argument("--alone", action="store_true", help="also the one-thread pass")
