@@ -5,8 +5,9 @@ python -m bench.pipeline throughput [--records 60000] [--repeat 3]
     beside the ceiling: a bare kafka-python consumer (bench/ceiling.py, the
     service's client settings) reading the same records and doing nothing;
     both rates, their ratio, the service's CPU and peak RSS
-python -m bench.pipeline steady [--rate 200] [--seconds 300]
-    a live shop at RATE events/s against the 60 requests/min limit:
+python -m bench.pipeline steady [--rate 200] [--seconds 300] [--consumer-process]
+    a live shop at RATE events/s against the 60 requests/min limit, once the
+    service has joined its group:
     requests per 10,000 events (against one request per event), delay
     from the event's ts_ms to the API's acceptance (p50, p99), peak RSS
 """
@@ -398,9 +399,13 @@ def _loadavg() -> str:
 WARM_UP_SECONDS = 30
 
 
-def steady(rate: int, seconds: int) -> None:
+def steady(rate: int, seconds: int, consumer_process: bool = False) -> None:
     with rig(requests_per_minute=60, live=True) as r:
-        service = r.service(requests_per_minute=60)
+        service = r.service(requests_per_minute=60, consumer_process=consumer_process)
+        # A live shop's service is running before the events it is measured on:
+        # its start-up and first join are met once, not on every event.
+        if not _wait_joined(service, timeout=60):
+            raise SystemExit(f"the service did not join its group; see {service.log_path}")
         shop = r.shop
         ids = [shop.sign_up() for _ in range(50)]
         orders = [shop.place_order(c) for c in ids]
@@ -474,6 +479,16 @@ def steady(rate: int, seconds: int) -> None:
         print(f"peak RSS of the service: {rss:.0f} MiB")
 
 
+def _wait_joined(service: ServiceProcess, timeout: float) -> bool:
+    """Until the service was assigned its partitions (it logs "active for ...")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and service.running():
+        if "active for" in service.log():
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def _delays(
     events: list[tuple[float, tuple[str, str]]], log: list[dict[str, Any]]
 ) -> list[tuple[float, float, tuple[str, str]]]:
@@ -508,11 +523,16 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("steady")
     s.add_argument("--rate", type=int, default=200)
     s.add_argument("--seconds", type=int, default=300)
+    s.add_argument(
+        "--consumer-process",
+        action="store_true",
+        help="the service with kafka.consumer_process: true (the default is false)",
+    )
     args = parser.parse_args(argv)
     if args.which == "throughput":
         throughput(args.records, args.repeat, not args.consumer_in_thread)
     else:
-        steady(args.rate, args.seconds)
+        steady(args.rate, args.seconds, args.consumer_process)
 
 
 if __name__ == "__main__":
