@@ -2,31 +2,71 @@
 
     python -m bench.instrument --config C --report R.json [--cprofile DIR]
         [--no-meters] [--gc-threshold A,B,C] [--gc-freeze] [--commit-interval S]
+    python -m bench.instrument --check      # install the meters, list them, exit
 
 Runs ``rfmcube-cdc run`` exactly as the CLI does, after wrapping the
-functions of each stage (decode, mapping, store, planning, serializing,
-kafka-python's fetch parsing, the hand-over to asyncio) in meters that add
-up, per stage, the wall time and the CPU time of the calling thread
-(``time.thread_time``). For a stage that does no I/O, wall minus CPU is
-time the thread could not run: waiting for the GIL, or for a core taken by
-another process (the latter is told apart by the thread's run-queue wait in
-``/proc/self/task/<tid>/schedstat``). A sampler reads every thread's CPU and
-run-queue wait twice a second. The report (JSON) is written when the
-service exits (the driver, ``bench.profile``, sends SIGTERM).
+functions of each stage in meters that add up, per stage, the wall time and
+the CPU time of the calling thread (``time.thread_time``). For a stage that
+does no I/O, wall minus CPU is time the thread could not run: waiting for
+the GIL, or for a core taken by another process (the latter is told apart by
+the thread's run-queue wait in ``/proc/self/task/<tid>/schedstat``). A
+sampler reads every thread's CPU and run-queue wait twice a second. The
+report (JSON) is written when the service exits (the driver,
+``bench.profile``, sends SIGTERM).
+
+The stages, as the service is laid out since ingest, flush and commits left
+``consumer/service.py`` (see :func:`install` for the exact names):
+
+- ingest (``Ingest.ingest``, ``consumer/ingest.py``), and within it, per
+  record: decode (``consumer.records.decode_record``), mapping
+  (``Mapping.map_event``), the safety net's check (``consumer.records._checked``)
+  and the store's in-memory apply (``StoreBatch.apply``); per batch: the
+  store's bulk read (``StoreBatch.prefetch``) and its writes
+  (``StoreBatch.finish``: rows, obligations, offsets in ``executemany``);
+- flush (``Flusher._flush``, a span): the owed documents read
+  (``Obligations.take``), planning (``Planner.plan``, its ``StoreView`` bulk
+  reads and ``document_hash``), packing request bodies (``consumer.packing``'s
+  ``part_of``, ``import_body``, ``delete_body``, ``merge_body`` as
+  ``consumer.sender`` calls them), the API call (``RfmcubeClient.send``, a
+  span) and settling (``Flusher._settle_outcome``, ``Flusher._settle_plan``,
+  ``Obligations.settle``);
+- commit: the floors (``Obligations.commit_floors``) and the broker's commit
+  (``KafkaSource.commit`` / ``ProcessSource.commit``, a span);
+- the consumer in a thread (``kafka.consumer_process: false``): kafka-python's
+  fetch parsing (``Fetcher.fetched_records``) and the ``RawRecord`` hand-over
+  to asyncio (``KafkaSource._hand_over``).
+
+Stages dropped since the earlier layout: the coalescing window (gone with
+``consumer/coalesce.py``: the store's obligations replaced it, so its cost is
+in the store's writes) and ``StateStore.set_accepted`` (settling writes the
+accepted hashes in ``Obligations.settle``). Serializing is now packing:
+``sender.dumps`` became ``consumer.packing``.
+
+With the consumer in a child process (``kafka.consumer_process: true``, the
+default of ``bench.pipeline``'s rig) the child is spawned without the meters:
+the two kafka-side stages are missing from the report, and the parent's
+side of the hand-over (unpickling the batches, rebuilding ``RawRecord``) is
+the ``kafka-source-pipe`` thread in the report's thread list.
+
+A wrapped name that no longer exists, or that changed from a plain function
+to a coroutine function or back, stops the run at once with
+:class:`StaleMeter` naming it: update :func:`install` when the service moves.
 
 With ``--cprofile DIR`` every thread also runs under ``cProfile`` (its own
 profile per thread, dumped to DIR); this slows Python code about twofold,
 so the meters of such a run are not comparable with a run without it.
 
-The meters cost about 1 µs per wrapped call; decode and mapping are wrapped
-per record (about 30 µs together), everything else per batch.
+The meters cost about 1 µs per wrapped call; decode, mapping, the check and
+the store's apply are wrapped per record (about 30 µs together, plus about
+4 µs of meters), everything else per batch or per request.
 
 The other options are variants bench/README.md measures, set at run time
-(no file of the service changes): ``--gc-*`` tune the garbage collector;
-``--commit-interval`` shortens the commit loop's sleep. The consumer in a
-child process is the service's own option (``kafka.consumer_process`` in
-the config); the child is spawned without the meters, so with it on the
-source's two stages (kafka parse, hand-over) are missing from the report.
+(no file of the service changes): ``--gc-threshold`` sets the collector's
+thresholds (and the service's own ``GC_THRESHOLD``, which it applies when it
+starts streaming); ``--gc-freeze`` freezes right after the imports (the
+service itself freezes once start-up is done); ``--commit-interval`` sets
+``COMMIT_INTERVAL_SECONDS``, the longest wait of the commit loop (commits
+also follow each settled flush, at most every ``COMMIT_SPACING_SECONDS``).
 """
 
 from __future__ import annotations
@@ -35,10 +75,12 @@ import argparse
 import cProfile
 import functools
 import gc
+import inspect
 import os
 import sys
 import threading
 import time
+import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +107,7 @@ class Meters:
         self.first_ingest: float | None = None
         self.last_ingest: float | None = None
         self.started = time.monotonic()
+        self.wrapped: list[tuple[str, str]] = []  # (what, stage)
         self._lock = threading.Lock()
 
     def add(self, name: str, wall: float, cpu: float) -> None:
@@ -78,7 +121,7 @@ class Meters:
 
     def wrap(self, owner: Any, attr: str, name: str) -> None:
         """Meter a plain function or method: ``owner.attr`` is replaced in place."""
-        original = getattr(owner, attr)
+        original = _wrappable(owner, attr, coroutine=False)
         add = self.add
         perf, cpu = time.perf_counter, time.thread_time
 
@@ -91,10 +134,11 @@ class Meters:
                 add(name, perf() - w, cpu() - c)
 
         setattr(owner, attr, metered)
+        self.wrapped.append((_where(owner, attr), name))
 
     def wrap_async(self, owner: Any, attr: str, name: str) -> None:
         """Record the spans (start, end) of a coroutine function."""
-        original = getattr(owner, attr)
+        original = _wrappable(owner, attr, coroutine=True)
         spans = self.spans
 
         @functools.wraps(original)
@@ -106,6 +150,37 @@ class Meters:
                 spans.append((name, start, time.monotonic()))
 
         setattr(owner, attr, spanned)
+        self.wrapped.append((_where(owner, attr), f"{name} (span)"))
+
+
+class StaleMeter(AttributeError):
+    """A stage's function moved or changed: bench.instrument no longer matches the service."""
+
+
+def _where(owner: Any, attr: str) -> str:
+    if isinstance(owner, types.ModuleType):
+        return f"{owner.__name__}.{attr}"
+    return f"{owner.__module__}.{owner.__qualname__}.{attr}"
+
+
+def _wrappable(owner: Any, attr: str, *, coroutine: bool) -> Any:
+    """``owner.attr``, checked: it exists, is callable, and is (or is not) a coroutine
+    function as the meter expects. Raises StaleMeter naming what is wrong."""
+    where = _where(owner, attr)
+    original = getattr(owner, attr, None)
+    if original is None or not callable(original):
+        raise StaleMeter(
+            f"bench.instrument: {where} does not exist (any more): the service was"
+            " restructured; point the meter in bench/instrument.py install() at the"
+            " function that does this stage now"
+        )
+    if inspect.iscoroutinefunction(original) != coroutine:
+        expected = "a coroutine function" if coroutine else "a plain function"
+        raise StaleMeter(
+            f"bench.instrument: {where} is no longer {expected}: update its meter in"
+            " bench/instrument.py install() (wrap / wrap_async)"
+        )
+    return original
 
 
 class GcMeter:
@@ -171,48 +246,73 @@ class ThreadSampler:
 
 
 def install(meters: Meters) -> None:
-    """Wrap the stages of the service as it is today (consumer/service.py & co)."""
+    """Wrap the stages of the service as it is today (consumer/ingest.py, flush.py & co).
+
+    A meter goes where the name is looked up when the service calls it: a
+    function imported into another module (``from consumer.packing import
+    part_of`` in consumer/sender.py) is wrapped in that module, a method on its
+    class."""
     from kafka.consumer.fetcher import Fetcher
 
-    from consumer import api, planner, sender, service, source, store
+    from consumer import api, flush, ingest, planner, records, sender, source, source_process
     from consumer.mapping import Mapping
+    from consumer.obligations import Obligations
+    from consumer.storebatch import StoreBatch
 
-    # main thread, per record
-    meters.wrap(service, "decode_record", "decode")
+    # main thread, per record (Ingest.change_of -> consumer.records.change_of)
+    meters.wrap(records, "decode_record", "decode")
     meters.wrap(Mapping, "map_event", "map")
-    # main thread, per batch
-    meters.wrap(store.StoreBatch, "prefetch", "store: prefetch (bulk read)")
-    meters.wrap(store.StoreBatch, "apply", "store: apply (in memory)")
-    meters.wrap(store.StoreBatch, "flush", "store: flush (executemany)")
+    meters.wrap(records, "_checked", "check (safety net)")
+    meters.wrap(StoreBatch, "apply", "store: apply (in memory)")
+    # main thread, per batch (StateStore.batch: one transaction)
+    meters.wrap(StoreBatch, "prefetch", "store: prefetch (bulk read)")
+    meters.wrap(StoreBatch, "finish", "store: finish (executemany)")
+    _meter_ingest(meters, ingest.Ingest)
+    # main thread, per flush page (Flusher._flush)
+    meters.wrap(Obligations, "take", "flush: take owed (read)")
     meters.wrap(planner, "StoreView", "plan: StoreView (bulk reads)")
     meters.wrap(planner, "document_hash", "plan: document_hash")
     meters.wrap(planner.Planner, "plan", "plan (all)")
-    meters.wrap(sender, "dumps", "send: dumps")
-    meters.wrap(store.StateStore, "set_accepted", "settle: set_accepted")
-    meters.wrap(service.Service, "_settle", "settle (all)")
-    # the source thread
+    meters.wrap(sender, "part_of", "pack: part_of (serialize a customer)")
+    meters.wrap(sender, "import_body", "pack: import_body (concatenate)")
+    meters.wrap(sender, "delete_body", "pack: delete and merge bodies")
+    meters.wrap(sender, "merge_body", "pack: delete and merge bodies")
+    meters.wrap(Obligations, "settle", "settle: Obligations.settle (SQLite)")
+    meters.wrap(flush.Flusher, "_settle_outcome", "settle: answered requests (all)")
+    meters.wrap(flush.Flusher, "_settle_plan", "settle: unchanged, parked (all)")
+    # main thread, the commit loop
+    meters.wrap(Obligations, "commit_floors", "commit: floors (SQLite)")
+    # the source thread (the consumer in a thread only: a child process is not metered)
     meters.wrap(Fetcher, "fetched_records", "kafka: fetched_records (parse)")
     meters.wrap(source.KafkaSource, "_hand_over", "source: RawRecord hand-over")
+    # spans
+    meters.wrap_async(flush.Flusher, "_flush", "flush")
+    meters.wrap_async(source.KafkaSource, "commit", "commit")
+    meters.wrap_async(source_process.ProcessSource, "commit", "commit")
+    meters.wrap_async(api.RfmcubeClient, "send", "api call")
 
-    original_ingest = service.Service.ingest
 
-    @functools.wraps(original_ingest)
-    def ingest(self: Any, records: list[Any]) -> None:
+def _meter_ingest(meters: Meters, cls: Any) -> None:
+    """``Ingest.ingest``: a stage, and the timeline of the records read from Kafka
+    (a restore, ``owe=False``, and a standby's follower are metered, not counted)."""
+    original = _wrappable(cls, "ingest", coroutine=False)
+
+    @functools.wraps(original)
+    def ingest(self: Any, records: Any, *args: Any, **kwargs: Any) -> Any:
+        streamed = kwargs.get("owe", True) and not kwargs.get("follower", False)
         w, c = time.perf_counter(), time.thread_time()
-        now = time.monotonic()
-        if meters.first_ingest is None:
-            meters.first_ingest = now
+        if streamed and meters.first_ingest is None:
+            meters.first_ingest = time.monotonic()
         try:
-            original_ingest(self, records)
+            return original(self, records, *args, **kwargs)
         finally:
             meters.add("ingest (all)", time.perf_counter() - w, time.thread_time() - c)
-            meters.records_ingested += len(records)
-            meters.last_ingest = time.monotonic()
+            if streamed:
+                meters.records_ingested += len(records)
+                meters.last_ingest = time.monotonic()
 
-    service.Service.ingest = ingest  # type: ignore[method-assign]
-    meters.wrap_async(service.Service, "_flush", "flush")
-    meters.wrap_async(source.KafkaSource, "commit", "commit")
-    meters.wrap_async(api.RfmcubeClient, "send", "api call")
+    cls.ingest = ingest
+    meters.wrapped.append((_where(cls, "ingest"), "ingest (all)"))
 
 
 def _profile_threads(folder: Path) -> cProfile.Profile:
@@ -237,23 +337,42 @@ def _profile_threads(folder: Path) -> cProfile.Profile:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--report", required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--report")
+    parser.add_argument(
+        "--check", action="store_true", help="install the meters, list them and exit"
+    )
     parser.add_argument("--cprofile", default=None)
     parser.add_argument("--no-meters", action="store_true", help="only the variants below")
     parser.add_argument("--gc-threshold", default=None, help="e.g. 50000,50,100")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after imports")
-    parser.add_argument("--commit-interval", type=float, default=None, help="seconds")
+    parser.add_argument(
+        "--commit-interval", type=float, default=None, help="seconds (COMMIT_INTERVAL_SECONDS)"
+    )
     args = parser.parse_args(argv)
     meters = Meters()
+    if args.check:
+        install(meters)
+        for where, stage in meters.wrapped:
+            print(f"{stage:40s} {where}")
+        return 0
+    if not args.config or not args.report:
+        parser.error("--config and --report are required (or --check)")
     if not args.no_meters:
         install(meters)
-    if args.commit_interval is not None:
+    if args.commit_interval is not None or args.gc_threshold:
         from consumer import service
 
-        service.COMMIT_INTERVAL_SECONDS = args.commit_interval
-    if args.gc_threshold:
-        gc.set_threshold(*(int(n) for n in args.gc_threshold.split(",")))
+        for name in ("COMMIT_INTERVAL_SECONDS", "GC_THRESHOLD"):
+            if not hasattr(service, name):
+                raise StaleMeter(f"bench.instrument: consumer.service.{name} does not exist")
+        if args.commit_interval is not None:
+            service.COMMIT_INTERVAL_SECONDS = args.commit_interval
+        if args.gc_threshold:
+            thresholds = [int(n) for n in args.gc_threshold.split(",")]
+            gc.set_threshold(*thresholds)
+            # The service sets the young generation's threshold as it starts streaming.
+            service.GC_THRESHOLD = thresholds[0]
     if args.gc_freeze:
         gc.freeze()
     collector = GcMeter()

@@ -1,14 +1,20 @@
 """Where the time goes in the throughput run: the service metered, stage by stage.
 
     .venv/bin/python -m bench.profile [--records 60000] [--repeat 1] [--alone]
-        [--cprofile] [--variant OPTIONS]...
+        [--cprofile] [--consumer-in-thread] [--variant OPTIONS]...
 
-The same rig and records as ``bench.pipeline throughput`` (the limit lifted),
-but the service runs under ``bench.instrument``: per stage, the CPU and wall
-time of the thread that runs it; per thread, CPU and run-queue wait. Then the
-same records are read back and pushed through the same stages in one thread
-of this process, with no Kafka client running beside them ("alone"): the
-difference with the service is what sharing the GIL with kafka-python costs.
+The same rig and records as ``bench.pipeline throughput`` (the limit lifted,
+the consumer in a child process unless ``--consumer-in-thread``), but the
+service runs under ``bench.instrument``: per stage, the CPU and wall time of
+the thread that runs it; per thread, CPU and run-queue wait. kafka-python's
+stages (fetch parsing, the hand-over) are metered only with
+``--consumer-in-thread``: the child process runs without meters.
+
+With ``--alone`` the same records are then read back and pushed through the
+same stages (decode, mapping, the safety net's check, the store, planning,
+packing, settling) in one thread of this process, with no Kafka client running
+beside them: the difference with the service is what sharing the GIL with
+kafka-python (or the pipe from the child) costs.
 
 With ``--cprofile`` each thread of the service also runs under cProfile and
 the top functions by own time are printed per thread (slower: compare only
@@ -38,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from consumer.coalesce import Window
 
 from bench.pipeline import (
     API_KEY,
@@ -55,13 +60,17 @@ from bench.pipeline import (
     status_kib,
 )
 from consumer.decode import decode_record, parse_hint
+from consumer.limits import RecordLimits
 from consumer.mapping import Mapping
+from consumer.obligations import Obligations, OwedDoc, Settlement
+from consumer.packing import part_of
 from consumer.planner import Planner
+from consumer.records import _checked
 from consumer.replay import end_offsets, partitions_of, replay
 from consumer.store import StateStore
-from emulator.workbench import REPO, ServiceProcess
+from emulator.workbench import REPO, ServiceProcess, mapping_for_prefix
 from schemas.debezium import ChangeEvent, RawRecord
-from schemas.entities import EntityChange
+from schemas.entities import DocRef, EntityChange
 
 
 class InstrumentedService(ServiceProcess):
@@ -97,8 +106,23 @@ class ServiceRun:
     machine: MachineCpu
 
 
-def run_service(r: Rig, options: list[str]) -> ServiceRun:
-    config = r.config(requests_per_minute=1_000_000, min_window=0.2)
+def check_meters() -> None:
+    """Fail now, not after filling the topics, when bench.instrument's meters point at
+    names the service no longer has (it raises StaleMeter naming them)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.instrument", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"bench.instrument --check failed:\n{done.stderr.strip()}")
+
+
+def run_service(r: Rig, options: list[str], consumer_process: bool) -> ServiceRun:
+    config = r.config(
+        requests_per_minute=1_000_000, min_window=0.2, consumer_process=consumer_process
+    )
     report = r.folder / "report.json"
     watcher = CommitWatcher(r.bootstrap, r.group, r.topics)
     service: InstrumentedService | None = None
@@ -110,7 +134,8 @@ def run_service(r: Rig, options: list[str]) -> ServiceRun:
         caught = watcher.wait_all(service, timeout=900)
         machine = machine_cpu() - before
         if caught is None:
-            raise SystemExit(f"did not catch up; see {service.log_path}")
+            tail = "\n".join(service.log().splitlines()[-20:])
+            raise SystemExit(f"did not catch up; see {service.log_path}; its end:\n{tail}")
         pid = service.process.pid
         children = descendants(pid)
         run = ServiceRun(
@@ -208,12 +233,21 @@ _CATEGORIES = (
     ("kafka/", "kafka-python: other"),
     ("consumer/decode", "decode"),
     ("consumer/mapping", "mapping"),
-    ("consumer/store", "store"),
+    ("consumer/records", "check (safety net)"),
+    ("consumer/ingest", "ingest"),
+    ("consumer/storeview", "plan: store reads"),
+    ("consumer/store", "store"),  # store.py, storebatch.py
+    ("consumer/obligations", "obligations (store)"),
     ("consumer/planner", "plan"),
-    ("schemas/rfmcube", "plan: documents"),
+    ("schemas/rfmcube", "plan and pack: documents, JSON"),
+    ("consumer/packing", "pack"),
+    ("consumer/flush", "flush"),
+    ("consumer/commits", "commit"),
+    ("consumer/source_process", "source process pipe (ours)"),
     ("consumer/source", "source thread (ours)"),
     ("consumer/sender", "send"),
     ("consumer/api", "send"),
+    ("multiprocessing", "source process pipe: multiprocessing"),
     ("aiohttp", "send: aiohttp"),
     ("asyncio", "asyncio"),
     ("selectors", "asyncio/selectors"),
@@ -224,6 +258,7 @@ _CATEGORIES = (
 _BUILTINS = (
     ("sqlite3", "store: sqlite3 (C)"),
     ("orjson", "orjson (C)"),
+    ("_pickle", "pickle (C)"),
     ("select", "select/epoll (C)"),
     ("acquire", "locks (C)"),
     ("wait", "locks (C)"),
@@ -247,47 +282,102 @@ def _category(file: str, func: str) -> str:
     return "other Python"
 
 
-def alone(bootstrap: str, topics: list[str], mapping_file: Path) -> None:
-    """The same records through the same stages in this one thread, no Kafka client beside."""
+def alone(bootstrap: str, topics: list[str], mapping_text: str) -> None:
+    """The same records through the same stages in this one thread, no Kafka client beside:
+    per batch of 2,000 what ``Ingest.ingest`` does (decode, map, check, one store
+    transaction); every 10,000 records what a flush does without the requests (the
+    owed documents taken page by page, planned and packed, then settled as accepted)."""
     records = [r for batch in _read_back(bootstrap, topics) for r in batch]
     count = len(records)
-    mapping = Mapping.load(mapping_file)
+    folder = Path(tempfile.mkdtemp(prefix="rfmcube-profile-"))
+    (folder / "mapping.yaml").write_text(mapping_text, encoding="utf-8")
+    mapping = Mapping.load(folder / "mapping.yaml")
     hints = {
         topic: {col: parse_hint(h) for col, h in mapping.hints_for(topic).items()}
         for topic in mapping.topics()
     }
-    folder = Path(tempfile.mkdtemp(prefix="rfmcube-profile-"))
+    limits = RecordLimits()
     store = StateStore(folder / "alone.db")
-    planner = Planner(store, mark_deleted=mapping.mark_deleted, orphan_wait=30)
-    cpu: dict[str, float] = {"decode": 0.0, "map": 0.0, "store": 0.0, "plan": 0.0}
-    window = Window()
+    obligations = Obligations(store)
+    planner = Planner(
+        store,
+        obligations,
+        mark_deleted=mapping.mark_deleted if mapping.order_delete.policy == "mark" else None,
+        orphan_wait=30,
+    )
+    cpu = dict.fromkeys(("decode", "map", "check", "store", "plan", "pack", "settle"), 0.0)
     clock = time.thread_time
     for start in range(0, count, 2000):
         batch = records[start : start + 2000]
         t0 = clock()
         decoded = [decode_record(r, hints.get(r.topic)) for r in batch]
         t1 = clock()
-        changes: list[EntityChange | None] = [
+        mapped: list[EntityChange | None] = [
             mapping.map_event(d) if isinstance(d, ChangeEvent) else None for d in decoded
         ]
         t2 = clock()
-        with store.batch() as writes:
-            writes.prefetch((c.kind, c.key) for c in changes if c is not None)
-            for record, change in zip(batch, changes, strict=True):
-                if change is not None:
-                    window.add(record.position, writes.apply(change), 0.0)
+        changes = [_checked(c, mapping, limits) for c in mapped if c is not None]
         t3 = clock()
-        if start % 10_000 == 0 or start + 2000 >= count:
-            planner.plan(window.take(), 1e9)
-        t4 = clock()
-        for name, seconds in zip(cpu, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-            cpu[name] += seconds
+        with store.batch(
+            guests_follow_deletes=mapping.customer_delete.policy == "delete"
+        ) as writes:
+            writes.now = time.time()
+            writes.prefetch((c.kind, c.key) for c in changes)
+            for change in changes:
+                writes.apply(change)
+            writes.set_offsets(_next_offsets(batch))
+        cpu["decode"] += t1 - t0
+        cpu["map"] += t2 - t1
+        cpu["check"] += t3 - t2
+        cpu["store"] += clock() - t3
+        if (start + 2000) % 10_000 == 0 or start + 2000 >= count:
+            _flush_alone(obligations, planner, cpu)
     store.close()
     total = sum(cpu.values())
     print(f"\n== alone: the same {count} records, one thread, no Kafka client running")
     for name, seconds in cpu.items():
         print(f"{name:10s} CPU {seconds:6.2f} s  {_cpu_us(seconds, count)} µs/record")
     print(f"{'all':10s} CPU {total:6.2f} s  {_cpu_us(total, count)} µs/record")
+
+
+def _flush_alone(obligations: Obligations, planner: Planner, cpu: dict[str, float]) -> None:
+    """What ``Flusher._flush`` does, without requests: every answer an acceptance."""
+    clock = time.thread_time
+    after: tuple[float, int] | None = None
+    until = obligations.last_seq()
+    while True:
+        t0 = clock()
+        owed = obligations.take(2000, after, until)
+        if not owed:
+            cpu["plan"] += clock() - t0
+            return
+        after = (owed[-1].since, owed[-1].seq)
+        plan = planner.plan(owed, time.time())
+        t1 = clock()
+        parts = [part_of(group) for group in plan.groups]
+        t2 = clock()
+        accepted: dict[DocRef, str] = {}
+        done: list[OwedDoc] = [*plan.done, *plan.parked, *(doc for doc, _ in plan.rejected)]
+        for part in parts:
+            if part.container_hash is not None:
+                accepted[part.container] = part.container_hash
+            for carried in part.upserts:
+                accepted[carried.ref] = carried.hash
+                done.append(carried.owed)
+        done += [d.owed for d in plan.deletes if d.owed is not None]
+        deleted = {d.ref: d.identity for d in plan.deletes}
+        obligations.settle(Settlement(done=done, accepted=accepted, deleted=deleted))
+        cpu["plan"] += t1 - t0
+        cpu["pack"] += t2 - t1
+        cpu["settle"] += clock() - t2
+
+
+def _next_offsets(records: list[RawRecord]) -> dict[tuple[str, int], int]:
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+    return offsets
 
 
 def _read_back(bootstrap: str, topics: list[str]) -> Iterator[list[RawRecord]]:
@@ -309,9 +399,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--alone", action="store_true", help="also the one-thread pass")
     parser.add_argument("--cprofile", action="store_true", help="every thread under cProfile")
+    parser.add_argument(
+        "--consumer-in-thread",
+        action="store_true",
+        help="kafka.consumer_process: false (the consumer in a thread: its stages metered)",
+    )
     args = parser.parse_args(argv)
     variants: list[str] = args.variant or [""]
-    print(f"load before: {_loadavg()}")
+    consumer_process = not args.consumer_in_thread
+    if any("--no-meters" not in shlex.split(v) for v in variants):
+        check_meters()
+    where = "a child process" if consumer_process else "a thread of the service"
+    print(f"load before: {_loadavg()}; the service's Kafka consumer in {where}")
     ratios: dict[str, list[float]] = {v: [] for v in variants}
     rates: dict[str, list[float]] = {v: [] for v in variants}
     for n in range(args.repeat):
@@ -326,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
                 options = shlex.split(variant)
                 if args.cprofile:
                     options += ["--cprofile", str(sub.folder / "profiles")]
-                run = run_service(sub, options)
+                run = run_service(sub, options, consumer_process)
                 rate = count / run.seconds
                 rates[variant].append(rate)
                 runs.append((variant, run))
@@ -357,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
                 ratios[variant].append(count / run.seconds / ceiling_rate)
                 print(f"  [{variant or 'as is, metered'}] ratio {ratios[variant][-1]:.2f}")
             if args.alone:
-                alone(r.bootstrap, r.topics, r.folder / "mapping.yaml")
+                alone(r.bootstrap, r.topics, mapping_for_prefix(r.shop.prefix))
     if args.repeat > 1:
         print(f"\nmedians of {args.repeat} runs:")
         for variant in variants:
