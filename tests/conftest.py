@@ -68,9 +68,13 @@ def topic(make_topic: TopicFactory) -> str:
     return make_topic()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def producer(kafka_bootstrap: str) -> Iterator[KafkaProducer]:
-    """A plain bytes producer; tests flush it after sending."""
+    """A plain bytes producer; tests flush it after sending.
+
+    One per test: kafka-python 3.0.12's producer that sends to a topic after
+    another topic it wrote to was deleted spins its network thread at a full
+    core, and a session's producer slowed every later test up to 40-fold."""
     prod = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
     yield prod
     prod.close()
