@@ -404,7 +404,7 @@ def steady(rate: int, seconds: int, consumer_process: bool = False) -> None:
         service = r.service(requests_per_minute=60, consumer_process=consumer_process)
         # A live shop's service is running before the events it is measured on:
         # its start-up and first join are met once, not on every event.
-        if not _wait_joined(service, timeout=60):
+        if not service.wait_for_log("active for", timeout=60):  # partitions assigned
             raise SystemExit(f"the service did not join its group; see {service.log_path}")
         shop = r.shop
         ids = [shop.sign_up() for _ in range(50)]
@@ -477,16 +477,6 @@ def steady(rate: int, seconds: int, consumer_process: bool = False) -> None:
                 )
             )
         print(f"peak RSS of the service: {rss:.0f} MiB")
-
-
-def _wait_joined(service: ServiceProcess, timeout: float) -> bool:
-    """Until the service was assigned its partitions (it logs "active for ...")."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and service.running():
-        if "active for" in service.log():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _delays(

@@ -184,11 +184,8 @@ def _cli(config: Path, *args: str, timeout: float) -> subprocess.CompletedProces
 
 
 def _wait_active(service: ServiceProcess, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while "active:" not in service.log():
-        if not service.running() or time.monotonic() > deadline:
-            raise SystemExit(f"the service did not become active:\n{service.log()[-3000:]}")
-        time.sleep(0.2)
+    if not service.wait_for_log("active:", timeout):
+        raise SystemExit(f"the service did not become active:\n{service.log()[-3000:]}")
 
 
 def run_resync(

@@ -69,9 +69,9 @@ class KafkaConfig(_Section):
     client_id: str = "rfmcube-cdc"
     dead_letter_topic: str = "rfmcube-cdc.dead-letters"
     max_pending_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    # The consumer in a child process of its own, on a second core: 1.2x the
-    # records/s of a catch-up (bench/README.md). Off by default until the test
-    # suite's timing with it is understood (it ran 23 minutes instead of 14).
+    # The consumer in a child process of its own: 1.15-1.4x the records/s of a
+    # catch-up where a second core is free (bench/README.md); off by default,
+    # since on one core the two processes only compete.
     consumer_process: bool = False
     # Passed to kafka-python (security_protocol, sasl_*, ssl_*...), checked
     # against its own option list; credentials print as stars.

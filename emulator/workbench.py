@@ -188,6 +188,15 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        """Until ``text`` is in the log: False if the process ends or time runs out first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if not self.running() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
 
 def caught_up(bootstrap: str, group: str, topics: Sequence[str]) -> bool:
     """True when the group committed every record of the topics."""

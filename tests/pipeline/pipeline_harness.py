@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,16 @@ from emulator.workbench import (
 )
 
 API_KEY = "pipeline-test-key"
+
+
+def until(
+    condition: Callable[[], bool], timeout: float, what: str, log: Callable[[], str] = str
+) -> None:
+    """Wait for ``condition``; on timeout fail with the end of ``log()``, read then."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{log()[-3000:]}"
+        time.sleep(0.1)
 
 
 @dataclass

@@ -11,18 +11,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from pipeline_harness import Pipeline
+from pipeline_harness import Pipeline, until
 
 from emulator.workbench import ServiceProcess
-
-
-def _until(
-    condition: Callable[[], bool], timeout: float, what: str, log: Callable[[], str] = str
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{log()[-3000:]}"
-        time.sleep(0.1)
 
 
 def _attempted(pipeline: Pipeline, calls: set[str], since: float) -> bool:
@@ -46,7 +37,7 @@ def _kill_while_owed(
 ) -> None:
     """Wait until the service tries to send into the outage one of ``calls`` and
     ``owed()`` holds, then SIGKILL it."""
-    _until(
+    until(
         lambda: _attempted(pipeline, calls, since) and owed(),
         30,
         f"an attempt of {calls} with the change owed",
@@ -154,7 +145,7 @@ def test_an_import_whose_process_fails_after_a_crash_is_sent_again(pipeline: Pip
     shop.workload(customers=12, guest_orders=3)
     pipeline.write_shop(shop)
     service = pipeline.start()
-    _until(
+    until(
         lambda: any(r["call"] == "import" and r["status"] == 200 for r in pipeline.api.requests()),
         30,
         "an accepted import",

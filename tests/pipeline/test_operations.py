@@ -6,12 +6,11 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
-from pipeline_harness import Pipeline
+from pipeline_harness import Pipeline, until
 
 from emulator.workbench import ServiceProcess
 
@@ -36,13 +35,6 @@ def _status(port: int, path: str) -> int | None:
         return None
 
 
-def _until(condition: Callable[[], bool], timeout: float, what: str, log: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{log[-3000:]}"
-        time.sleep(0.1)
-
-
 def _stops_within_grace(service: ServiceProcess) -> None:
     assert service.process is not None
     started = time.monotonic()
@@ -61,7 +53,7 @@ def test_health_answers_while_kafka_is_unreachable_and_sigterm_stops_it(
         kafka={"bootstrap_servers": "127.0.0.1:1"},
         service={"health_port": port, "health_host": "127.0.0.1", "shutdown_grace_seconds": GRACE},
     )
-    _until(lambda: _status(port, "/healthz") == 200, 20, "/healthz", service.log())
+    until(lambda: _status(port, "/healthz") == 200, 20, "/healthz", service.log)
     assert _status(port, "/readyz") == 503
     time.sleep(2.0)
     assert _status(port, "/healthz") == 200 and _status(port, "/readyz") == 503
@@ -74,11 +66,11 @@ def test_sigterm_during_an_api_outage_stops_within_the_grace(pipeline: Pipeline)
     shop.workload(customers=10, guest_orders=2)
     pipeline.write_shop(shop)
     service = pipeline.start(service={"shutdown_grace_seconds": GRACE})
-    _until(
+    until(
         lambda: any(r["status"] == 0 for r in pipeline.api.requests()),
         30,
         "a send into the outage",
-        service.log(),
+        service.log,
     )
     _stops_within_grace(service)
     pipeline.api.change(outage=False)
@@ -95,11 +87,11 @@ def test_sigterm_during_a_long_429_pause_stops_within_the_grace(pipeline: Pipeli
     shop.workload(customers=10, guest_orders=2)
     pipeline.write_shop(shop)
     service = pipeline.start(service={"shutdown_grace_seconds": GRACE})
-    _until(
+    until(
         lambda: any(r["status"] == 429 for r in pipeline.api.requests()),
         30,
         "a 429",
-        service.log(),
+        service.log,
     )
     _stops_within_grace(service)
     assert "waiting 600 s" in service.log()  # the hour asked for is cut to the cap
@@ -118,13 +110,13 @@ def test_sigterm_during_the_start_up_restore_stops_within_the_grace(
     service = pipeline.start(
         service={"health_port": port, "health_host": "127.0.0.1", "shutdown_grace_seconds": GRACE}
     )
-    _until(lambda: "restoring the store" in service.log(), 30, "the restore", service.log())
+    until(lambda: "restoring the store" in service.log(), 30, "the restore", service.log)
     assert _status(port, "/healthz") == 200 and _status(port, "/readyz") == 503
     _stops_within_grace(service)
     assert "store restored" not in service.log(), "the restore ended before SIGTERM"
     # What the restore did not finish, the next start finishes, sending nothing.
     service = pipeline.start()
-    _until(lambda: "store restored" in service.log(), 120, "the restore", service.log())
+    until(lambda: "store restored" in service.log(), 120, "the restore", service.log)
     assert service.stop() == 0
     assert pipeline.api.requests() == []
 
@@ -180,11 +172,11 @@ def test_reading_pauses_above_the_owed_bound_and_resumes_below_it(
     shop.workload(customers=30, guest_orders=6)
     pipeline.write_shop(shop)
     service = pipeline.start(store={"max_owed_documents": bound})
-    _until(lambda: "pausing reading" in service.log(), 30, "the pause", service.log())
+    until(lambda: "pausing reading" in service.log(), 30, "the pause", service.log)
     pipeline.api.change(outage=False)
     pipeline.wait_caught_up(service, timeout=90)
     pipeline.wait_equal(shop, timeout=30)
     # The owed documents are counted once a second: the resume may follow the
     # last commit (every record may have been read before the pause took hold).
-    _until(lambda: "resuming reading" in service.log(), 10, "the resume", service.log())
+    until(lambda: "resuming reading" in service.log(), 10, "the resume", service.log)
     assert service.stop() == 0

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, timedelta
 from typing import Any
 
-from pipeline_harness import Pipeline
+from pipeline_harness import Pipeline, until
 
 from emulator.shop import expected_state, state_difference
 from emulator.workbench import ServiceProcess
@@ -22,16 +22,9 @@ def _free_port() -> int:
         return port
 
 
-def _until(condition: Any, timeout: float, what: str, log: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{log[-3000:]}"
-        time.sleep(0.1)
-
-
 def _serving(pipeline: Pipeline, port: int, **sections: dict[str, Any]) -> ServiceProcess:
     service = pipeline.start(service={"health_port": port, "health_host": "127.0.0.1"}, **sections)
-    _until(lambda: "active:" in service.log(), 60, "the active role", service.log())
+    until(lambda: "active:" in service.log(), 60, "the active role", service.log)
     return service
 
 
@@ -91,7 +84,7 @@ def test_a_resync_killed_twice_completes_and_never_sends_an_accepted_import_agai
     follower = pipeline.cli_background(service, "resync")
     kills: list[float] = []
     for count in (2, 5):
-        _until(lambda c=count: len(_accepted_imports(pipeline)) >= c, 60, f"{count} imports")
+        until(lambda c=count: len(_accepted_imports(pipeline)) >= c, 60, f"{count} imports")
         time.sleep(latency + 0.3)  # the answer reached the service: the import is settled
         service.kill()  # mid-resync: imports accepted, others owed
         kills.append(time.time())
@@ -215,7 +208,7 @@ def test_an_anonymized_customer_keeps_its_orders_and_nothing_that_identifies_it(
             (c for c in pipeline.api.state()["customers"] if c.get("id") == str(gone)), None
         )
 
-    _until(lambda: (anonymized() or {}).get("email", "").endswith("@anon.example"), 30, "it")
+    until(lambda: (anonymized() or {}).get("email", "").endswith("@anon.example"), 30, "it")
     after = pipeline.api.state()
     text = str(after)
     for identifying in ("email", "first_name", "last_name", "phone"):

@@ -30,11 +30,8 @@ def _max_in_window(times: list[float], window: float) -> int:
 
 
 def _wait_for(service: ServiceProcess, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in service.log():
-        assert service.running(), service.log()[-3000:]
-        assert time.monotonic() < deadline, f"no {text!r} in:\n{service.log()[-3000:]}"
-        time.sleep(0.2)
+    found = service.wait_for_log(text, timeout)
+    assert found, f"no {text!r} (running: {service.running()}) in:\n{service.log()[-3000:]}"
 
 
 def _roles_settled(instances: list[ServiceProcess], timeout: float = 30) -> None:
