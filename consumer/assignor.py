@@ -268,7 +268,8 @@ class HeartbeatLease:
     knew the member and renewed its session). Never anchored on a join, a
     coordinator lookup or anything else the broker does not count as a
     heartbeat, so the deadline errs early. A new member has no lease until
-    its first acknowledged heartbeat (one ``heartbeat_interval_ms``).
+    its first acknowledged heartbeat, which it sends 100 ms after its join
+    completes (kafka-python would wait one ``heartbeat_interval_ms``).
 
     Void the moment kafka-python drops its generation (the broker answered
     UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION to a heartbeat or a commit, or
@@ -315,13 +316,17 @@ class HeartbeatLease:
         kafka-python runs one heartbeat at a time and stamps ``last_send``
         before sending it, so ``last_send`` at acknowledgement is that
         heartbeat's send time; every loss of membership goes through
-        ``reset_generation``. Both run on kafka-python's monotonic clock."""
+        ``reset_generation``. Both run on kafka-python's monotonic clock. A
+        completed join enables heartbeats (``_enable_heartbeat``); the first
+        one is then sent after ``retry_backoff_ms``."""
         try:
             coordinator = consumer._coordinator
             heartbeat = coordinator.heartbeat
             acknowledge = heartbeat.received_heartbeat
             reset_generation = coordinator.reset_generation
+            enable_heartbeat = coordinator._enable_heartbeat
             heartbeat.last_send  # noqa: B018
+            heartbeat.heartbeat_failed  # noqa: B018
         except AttributeError as exc:
             raise RuntimeError(
                 "this kafka-python has no coordinator.heartbeat or reset_generation; "
@@ -336,5 +341,14 @@ class HeartbeatLease:
             self.void()
             return reset_generation(*args, **kwargs)
 
+        def enable_soon() -> None:
+            # After a join kafka-python waits a whole interval before the first
+            # heartbeat, and a new member's lease starts with its acknowledgement.
+            # Its "retry soon" state sends it after retry_backoff_ms (100 ms) instead,
+            # so a new active need not wait 3 s to send; sending it resets the state.
+            enable_heartbeat()
+            heartbeat.heartbeat_failed = True
+
         heartbeat.received_heartbeat = acknowledged
         coordinator.reset_generation = reset
+        coordinator._enable_heartbeat = enable_soon

@@ -70,6 +70,10 @@ GC_THRESHOLD = 50_000  # allocations between young collections (Python's default
 # A flush that met obligations makes a commit due at once (the last records of a
 # burst were waiting up to a whole interval); no closer together than this.
 COMMIT_SPACING_SECONDS = 0.2
+# Records per ingest transaction: their bytes are released as each is stored, so the
+# source resumes fetching (below half its bound) while the rest is ingested, and a
+# flush gets its turn between them.
+INGEST_BATCH_RECORDS = 5000
 REVOKE_BUDGET_SECONDS = 5.0  # heartbeats wait while a revocation is handled
 MAX_DOCUMENTS_PER_FLUSH = 10_000_000  # a flush pages through a whole backlog
 
@@ -302,7 +306,7 @@ class Service:
 
     async def _ingest_loop(self, source: Source, flusher: Flusher) -> None:
         while not self._stopping.is_set():
-            records = await self._first_of(source.get())
+            records = await self._first_of(source.get(INGEST_BATCH_RECORDS))
             if records is None:
                 return
             if self.ingest.ingest(records):
@@ -600,9 +604,7 @@ class Service:
             await asyncio.wait_for(asyncio.shield(restoring), grace)
         return restoring.done()
 
-    async def _run(self) -> int:
-        if not await self._start_up():
-            return EXIT_OK
+    def _new_source(self) -> Source:
         settings = self.settings
         kafka = settings.kafka
         source_settings = SourceSettings(
@@ -614,16 +616,31 @@ class Service:
             extra=kafka.extra,
             commit_metadata=self.store.instance_id,
         )
-        source: Source
-        if kafka.consumer_process:
-            source = ProcessSource(
-                source_settings,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-                log_format=settings.service.log_format,
-            )
-        else:
-            source = KafkaSource(source_settings, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        if not kafka.consumer_process:
+            return KafkaSource(source_settings, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        source = ProcessSource(
+            source_settings,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+            log_format=settings.service.log_format,
+        )
+        source.spawn()  # its imports overlap the restore; it joins the group at start()
+        return source
+
+    async def _run(self) -> int:
+        source = self._new_source()
+        try:
+            if not await self._start_up():
+                return EXIT_OK
+            return await self._stream(source)
+        finally:
+            self._streaming = False
+            await source.stop()
+            log.info("stopped: %s", orjson.dumps(self.stats()).decode())
+
+    async def _stream(self, source: Source) -> int:
+        settings = self.settings
+        kafka = settings.kafka
         self.source = source
         api = ApiSettings(
             base_url=settings.api.base_url,
@@ -683,8 +700,6 @@ class Service:
                 return await self._supervise(source, flusher, self.checker)
         finally:
             self._streaming = False
-            await source.stop()
-            log.info("stopped: %s", orjson.dumps(self.stats()).decode())
 
     async def _supervise(self, source: Source, flusher: Flusher, checker: ProcessChecker) -> int:
         flushing = asyncio.create_task(flusher.run(self._stopping, self._is_active), name="flush")

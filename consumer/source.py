@@ -87,13 +87,29 @@ class SourceSettings:
     topics: tuple[str, ...]
     client_id: str = "rfmcube-cdc"
     max_pending_bytes: int = 64 * MiB  # pause above this, resume below half
-    poll_timeout_ms: int = 200
+    # A command (a commit) waits for the poll in progress: kafka-python's poll has no
+    # wake-up and loops until its timer ends.
+    poll_timeout_ms: int = 50
     max_poll_records: int = 2000
     commit_timeout_ms: int = 30_000
     commit_metadata: str = ""  # written with every commit (the service: its instance id)
     extra: Mapping[str, Any] = field(default_factory=dict)  # security settings etc.
     # Every partition to one member of the group; the others stand by (consumer/assignor.py).
     single_active: bool = True
+
+
+def take_batches(ready: deque[list[RawRecord]], max_records: int | None) -> list[RawRecord]:
+    """The first ``max_records`` records of the batches in ``ready`` (all without a
+    bound), in order; what is left of a batch cut short stays at the front."""
+    taken: list[RawRecord] = []
+    while ready and (max_records is None or len(taken) < max_records):
+        batch = ready.popleft()
+        room = len(batch) if max_records is None else max_records - len(taken)
+        if len(batch) > room:
+            ready.appendleft(batch[room:])
+            batch = batch[:room]
+        taken.extend(batch)
+    return taken
 
 
 def record_bytes(record: RawRecord) -> int:
@@ -240,11 +256,12 @@ class KafkaSource:
         )
         self._thread.start()
 
-    async def get(self) -> list[RawRecord]:
-        """The records polled since the last call (waits for at least one)."""
+    async def get(self, max_records: int | None = None) -> list[RawRecord]:
+        """The records polled since the last call, at most ``max_records`` of them
+        (waits for at least one)."""
         while True:
             await self.ready()
-            records = self.take()
+            records = self.take(max_records)
             if records:
                 return records
 
@@ -258,12 +275,11 @@ class KafkaSource:
             self._raise_if_not_running()
             await self._wake.wait()
 
-    def take(self) -> list[RawRecord]:
-        """The records polled since the last call, without waiting (maybe none)."""
+    def take(self, max_records: int | None = None) -> list[RawRecord]:
+        """The records polled since the last call, at most ``max_records`` of them,
+        without waiting (maybe none)."""
         with self._lock:
-            batches = list(self._ready)
-            self._ready.clear()
-        return [record for batch in batches for record in batch]
+            return take_batches(self._ready, max_records)
 
     def resume_from(self, positions: Mapping[PartitionId, int]) -> None:
         """Records from these offsets on were handed over but dropped downstream

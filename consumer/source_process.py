@@ -64,6 +64,7 @@ from consumer.source import (
     SourceError,
     SourceSettings,
     record_bytes,
+    take_batches,
 )
 from schemas.debezium import RawRecord
 
@@ -233,6 +234,11 @@ def _child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure(log_format, log_level)
+    try:  # spawned early (its imports overlap the service's start-up): wait for the word
+        if conn.recv()[0] != "start":
+            return
+    except (EOFError, OSError):
+        return  # the parent is gone
 
     async def main() -> None:
         await _Child(settings, conn).serve()
@@ -282,10 +288,11 @@ class ProcessSource:
 
     # -- life cycle --------------------------------------------------------------------
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def spawn(self) -> None:
+        """Start the child process, which imports its modules and then waits for
+        :meth:`start`: that half second overlaps the service's own start-up."""
         if self._process is not None:
-            raise SourceError("the source was already started")
-        self._loop = loop
+            return
         # spawn: a fork of a process with threads (health server, store) is unsafe.
         context = multiprocessing.get_context("spawn")
         self._conn, child_end = context.Pipe(duplex=True)
@@ -302,6 +309,14 @@ class ProcessSource:
         )
         self._process.start()
         child_end.close()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Join the group and start reading (spawning the child first if need be)."""
+        if self._reader is not None:
+            raise SourceError("the source was already started")
+        self._loop = loop
+        self.spawn()
+        self._send(("start",))
         self._reader = threading.Thread(target=self._read, name="kafka-source-pipe", daemon=True)
         self._reader.start()
 
@@ -327,15 +342,15 @@ class ProcessSource:
 
     # -- records -----------------------------------------------------------------------
 
-    async def get(self) -> list[RawRecord]:
-        """The records received since the last call (waits for at least one)."""
+    async def get(self, max_records: int | None = None) -> list[RawRecord]:
+        """The records received since the last call, at most ``max_records`` of them
+        (waits for at least one)."""
         while True:
             self._wake.clear()
             with self._lock:
-                batches = list(self._ready)
-                self._ready.clear()
-            if batches:
-                return [record for batch in batches for record in batch]
+                records = take_batches(self._ready, max_records)
+            if records:
+                return records
             self._raise_if_not_running()
             await self._wake.wait()
 
@@ -418,7 +433,7 @@ class ProcessSource:
             raise SourceError(self._failure)
         if self._stopping:
             raise SourceError("the source is stopped")
-        if self._process is None:
+        if self._reader is None:
             raise SourceError("the source was not started")
 
     async def _call(self, name: str, args: Any) -> Any:

@@ -188,6 +188,33 @@ async def test_a_slow_consumer_is_paused_but_stays_in_the_group(
         await source.stop()
 
 
+async def test_a_new_member_may_act_soon_after_its_assignment_not_a_heartbeat_later(
+    kafka_bootstrap: str, make_topic: Callable[..., str], source_class: SourceClass
+) -> None:
+    """The lease starts with the first acknowledged heartbeat; kafka-python sends it one
+    ``heartbeat_interval_ms`` after the join, which held back every first request (and
+    every takeover) by that long. The service asks for it as soon as the join completes."""
+    topic = make_topic("src", 3)
+    interval_ms = 5000  # long enough that waiting for it cannot pass by chance
+    source = source_class(
+        settings(
+            kafka_bootstrap,
+            topic,
+            group_name(),
+            extra={"session_timeout_ms": 30_000, "heartbeat_interval_ms": interval_ms},
+        )
+    )
+    source.start(asyncio.get_running_loop())
+    try:
+        await wait_until(lambda: len(source.assignment()) == 3)
+        assigned_at = asyncio.get_running_loop().time()
+        await wait_until(source.is_active, timeout=interval_ms / 1000 + 10)
+        waited = asyncio.get_running_loop().time() - assigned_at
+        assert waited < 1.5, f"the lease came {waited:.1f} s after the assignment"
+    finally:
+        await source.stop()
+
+
 async def test_a_joining_member_makes_the_first_revoke_and_commit_what_on_revoke_returns(
     kafka_bootstrap: str,
     make_topic: Callable[..., str],

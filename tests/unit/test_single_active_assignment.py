@@ -339,16 +339,21 @@ def test_the_lease_runs_one_session_from_the_send_time_of_the_last_acknowledged_
 
 
 class Coordinator:
-    """The two parts of kafka-python's coordinator the lease follows (the heartbeat is real)."""
+    """The parts of kafka-python's coordinator the lease follows (the heartbeat is real)."""
 
     def __init__(self) -> None:
         self.heartbeat = Heartbeat(
             group_id="g", session_timeout_ms=6000, heartbeat_interval_ms=1000
         )
         self.resets: list[Any] = []
+        self.enabled = False
 
     def reset_generation(self, member_id: str = "") -> None:
         self.resets.append(member_id)
+
+    def _enable_heartbeat(self) -> None:  # as kafka-python does once a join completes
+        self.enabled = True
+        self.heartbeat.reset_timeouts()
 
 
 def test_the_lease_follows_kafka_pythons_heartbeats() -> None:
@@ -365,6 +370,18 @@ def test_the_lease_follows_kafka_pythons_heartbeats() -> None:
     heartbeat.sent_heartbeat()
     heartbeat.fail_heartbeat()
     assert lease.valid_until() == sent + 6.0
+
+
+def test_the_first_heartbeat_after_a_join_goes_out_at_once() -> None:
+    coordinator = Coordinator()
+    heartbeat = coordinator.heartbeat
+    HeartbeatLease(6000).attach(SimpleNamespace(_coordinator=coordinator))
+    heartbeat.sent_heartbeat()  # a heartbeat of the previous generation, just now
+    coordinator._enable_heartbeat()  # a join completed
+    assert coordinator.enabled  # kafka-python's own step still runs
+    assert heartbeat.time_to_next_heartbeat() <= 0.1  # retry_backoff_ms, not 1 s
+    heartbeat.sent_heartbeat()
+    assert heartbeat.time_to_next_heartbeat() > 0.9  # then the usual interval
 
 
 def test_the_lease_is_void_once_kafka_python_drops_the_generation() -> None:
