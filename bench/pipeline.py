@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from kafka.admin import KafkaAdminClient
@@ -46,6 +46,7 @@ from emulator.workbench import (
 )
 
 API_KEY = "bench-key"
+ConsumerProcess = bool | Literal["auto"]  # kafka.consumer_process
 
 
 @dataclass
@@ -61,13 +62,21 @@ class Rig:
         return list(self.shop.topics.values())
 
     def service(
-        self, requests_per_minute: int, min_window: float = 1.0, *, consumer_process: bool = True
+        self,
+        requests_per_minute: int,
+        min_window: float = 1.0,
+        *,
+        consumer_process: ConsumerProcess = True,
     ) -> ServiceProcess:
         config = self.config(requests_per_minute, min_window, consumer_process=consumer_process)
         return ServiceProcess(config, API_KEY, self.folder / "service.log").start()
 
     def config(
-        self, requests_per_minute: int, min_window: float = 1.0, *, consumer_process: bool = True
+        self,
+        requests_per_minute: int,
+        min_window: float = 1.0,
+        *,
+        consumer_process: ConsumerProcess = True,
     ) -> Path:
         return write_config(
             self.folder,
@@ -399,7 +408,7 @@ def _loadavg() -> str:
 WARM_UP_SECONDS = 30
 
 
-def steady(rate: int, seconds: int, consumer_process: bool = False) -> None:
+def steady(rate: int, seconds: int, consumer_process: ConsumerProcess = "auto") -> None:
     with rig(requests_per_minute=60, live=True) as r:
         service = r.service(requests_per_minute=60, consumer_process=consumer_process)
         # A live shop's service is running before the events it is measured on:
@@ -513,16 +522,25 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("steady")
     s.add_argument("--rate", type=int, default=200)
     s.add_argument("--seconds", type=int, default=300)
-    s.add_argument(
+    where = s.add_mutually_exclusive_group()
+    where.add_argument(
         "--consumer-process",
         action="store_true",
-        help="the service with kafka.consumer_process: true (the default is false)",
+        help="the service with kafka.consumer_process: true (the default is auto)",
+    )
+    where.add_argument(
+        "--consumer-in-thread",
+        action="store_true",
+        help="the service with kafka.consumer_process: false",
     )
     args = parser.parse_args(argv)
     if args.which == "throughput":
         throughput(args.records, args.repeat, not args.consumer_in_thread)
     else:
-        steady(args.rate, args.seconds, args.consumer_process)
+        chosen: ConsumerProcess = (
+            True if args.consumer_process else False if args.consumer_in_thread else "auto"
+        )
+        steady(args.rate, args.seconds, chosen)
 
 
 if __name__ == "__main__":

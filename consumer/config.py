@@ -59,6 +59,24 @@ NESTING = "__"
 _API_KEY_HINT = f"the API key is never part of the configuration: set {API_KEY_ENV} or api.key_file"
 
 
+_TRUE_TEXTS = frozenset({"true", "yes", "on", "1"})
+_FALSE_TEXTS = frozenset({"false", "no", "off", "0"})
+
+
+def _auto_or_bool(value: Any) -> Any:
+    """``auto``, or a boolean as YAML or an environment variable writes it: one error."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in _TRUE_TEXTS:
+        return True
+    if text in _FALSE_TEXTS:
+        return False
+    raise ValueError("should be true, false or auto")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,9 +88,10 @@ class KafkaConfig(_Section):
     dead_letter_topic: str = "rfmcube-cdc.dead-letters"
     max_pending_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # The consumer in a child process of its own: 1.15-1.4x the records/s of a
-    # catch-up where a second core is free (bench/README.md); off by default,
-    # since on one core the two processes only compete.
-    consumer_process: bool = False
+    # catch-up where a second core is free (bench/README.md). "auto": when the
+    # service may use 1.5 CPUs or more (its affinity and its cgroup's quota: a
+    # pod's CPU limit); on one core the two processes only compete.
+    consumer_process: Annotated[bool | Literal["auto"], BeforeValidator(_auto_or_bool)] = "auto"
     # Passed to kafka-python (security_protocol, sasl_*, ssl_*...), checked
     # against its own option list; credentials print as stars.
     extra: KafkaOptions = Field(default_factory=dict, repr=False)

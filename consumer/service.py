@@ -38,6 +38,7 @@ from consumer import replay as replay_mod
 from consumer.api import ApiSettings, RfmcubeClient
 from consumer.commits import Committer
 from consumer.config import ANONYMIZE_KEY_ENV, Settings
+from consumer.cpus import available_cpus
 from consumer.deadletter import DeadLetterFailed, DeadLetters
 from consumer.errors import ApiFatal, BrokerUnavailable, ConfigError, NotActive, RfmcubeCdcError
 from consumer.flush import Flusher, FlushStats
@@ -74,6 +75,8 @@ COMMIT_SPACING_SECONDS = 0.2
 # source resumes fetching (below half its bound) while the rest is ingested, and a
 # flush gets its turn between them.
 INGEST_BATCH_RECORDS = 5000
+# The consumer process costs CPU of its own (the pipe): it pays from 1.5 CPUs on.
+MIN_CPUS_FOR_CONSUMER_PROCESS = 1.5
 REVOKE_BUDGET_SECONDS = 5.0  # heartbeats wait while a revocation is handled
 MAX_DOCUMENTS_PER_FLUSH = 10_000_000  # a flush pages through a whole backlog
 
@@ -616,7 +619,17 @@ class Service:
             extra=kafka.extra,
             commit_metadata=self.store.instance_id,
         )
-        if not kafka.consumer_process:
+        in_process = kafka.consumer_process
+        if in_process == "auto":
+            cpus = available_cpus()
+            in_process = cpus >= MIN_CPUS_FOR_CONSUMER_PROCESS
+            log.info(
+                "kafka.consumer_process auto: %.1f CPUs available, so the Kafka consumer"
+                " runs in %s",
+                cpus,
+                "a process of its own" if in_process else "a thread",
+            )
+        if not in_process:
             return KafkaSource(source_settings, on_revoke=self._on_revoke, on_lost=self._on_lost)
         source = ProcessSource(
             source_settings,

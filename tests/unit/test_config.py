@@ -298,3 +298,23 @@ def test_the_configuration_in_readme_is_accepted(tmp_path: Path) -> None:
     settings = load_settings(config)
     assert settings.pacing.requests_per_minute == 60
     assert settings.limits.max_json_depth == 64
+
+
+@pytest.mark.parametrize(("text", "value"), [("auto", "auto"), ("true", True), ("false", False)])
+def test_the_consumer_process_is_auto_true_or_false(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, value: object
+) -> None:
+    assert load_settings(None).kafka.consumer_process == "auto"
+    assert (
+        load_settings(
+            write(tmp_path, f"kafka:\n  consumer_process: {text}\n")
+        ).kafka.consumer_process
+        == value
+    )
+    monkeypatch.setenv("RFMCUBE_CDC__KAFKA__CONSUMER_PROCESS", text)
+    assert load_settings(None).kafka.consumer_process == value
+
+
+def test_a_wrong_consumer_process_is_refused_with_its_path(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, "kafka:\n  consumer_process: sometimes\n"))
+    assert list(problems) == ["kafka.consumer_process"], problems
