@@ -37,6 +37,7 @@ from emulator.shop import Shop, document_of
 from emulator.testing import EmulatorProcess
 from emulator.workbench import (
     ServiceProcess,
+    descendants,
     mapping_for_prefix,
     produce,
     recreate_topics,
@@ -117,17 +118,6 @@ def status_kib(pid: int, field: str) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     line = next(line for line in status.splitlines() if line.startswith(f"{field}:"))
     return int(line.split()[1])
-
-
-def descendants(pid: int) -> list[int]:
-    """Child processes of ``pid``, recursively (worker processes, a forkserver)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            for child in (task / "children").read_text().split():
-                found.append(int(child))
-                found.extend(descendants(int(child)))
-    return found
 
 
 def cpu_seconds(pid: int) -> float:

@@ -51,7 +51,6 @@ from bench.pipeline import (
     MachineCpu,
     Rig,
     cpu_seconds,
-    descendants,
     fill,
     machine_cpu,
     machine_line,
@@ -68,7 +67,7 @@ from consumer.planner import Planner
 from consumer.records import _checked
 from consumer.replay import end_offsets, partitions_of, replay
 from consumer.store import StateStore
-from emulator.workbench import REPO, ServiceProcess, mapping_for_prefix
+from emulator.workbench import REPO, ServiceProcess, descendants, mapping_for_prefix
 from schemas.debezium import ChangeEvent, RawRecord
 from schemas.entities import DocRef, EntityChange
 

@@ -22,6 +22,7 @@ __all__ = [
     "ServiceProcess",
     "caught_up",
     "committed_offsets",
+    "descendants",
     "end_offsets",
     "mapping_for_prefix",
     "produce",
@@ -146,6 +147,17 @@ def write_config(
     path = folder / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (the consumer process, workers)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                found.append(int(child))
+                found.extend(descendants(int(child)))
+    return found
 
 
 class ServiceProcess:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from pipeline_harness import Pipeline, until
 
-from emulator.workbench import ServiceProcess
+from emulator.workbench import ServiceProcess, descendants
 
 GRACE = 4.0
 
@@ -73,6 +76,50 @@ def test_sigterm_during_an_api_outage_stops_within_the_grace(pipeline: Pipeline)
         service.log,
     )
     _stops_within_grace(service)
+    pipeline.api.change(outage=False)
+    service = pipeline.start()
+    pipeline.wait_caught_up(service)
+    pipeline.wait_equal(shop, timeout=30)
+    assert service.stop() == 0
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_dead_consumer_process_stops_the_service_with_code_5_and_loses_nothing(
+    pipeline: Pipeline,
+) -> None:
+    """The consumer's child process is SIGKILLed while the service owes the API work
+    (an outage): the service must notice and exit, not stall as a live pod that reads
+    nothing, and a restart must deliver everything."""
+    shop = pipeline.shop(seed=89)
+    shop.workload(customers=10, guest_orders=2)
+    pipeline.write_shop(shop)
+    pipeline.api.change(outage=True)
+    service = pipeline.start(
+        kafka={"consumer_process": True}, service={"shutdown_grace_seconds": GRACE}
+    )
+    assert service.process is not None
+    until(
+        lambda: any(r["status"] == 0 for r in pipeline.api.requests()),
+        30,
+        "a send into the outage",
+        service.log,
+    )
+    # multiprocessing's spawn also starts its resource tracker: the consumer is spawn_main
+    children = [pid for pid in descendants(service.process.pid) if b"spawn_main" in _cmdline(pid)]
+    assert len(children) == 1, children
+    os.kill(children[0], signal.SIGKILL)
+    started = time.monotonic()
+    code = service.process.wait(timeout=GRACE + 20)
+    assert code == 5, service.log()[-3000:]
+    assert time.monotonic() - started < GRACE + 15
+    assert "the Kafka source process died unexpectedly" in service.log()
+
     pipeline.api.change(outage=False)
     service = pipeline.start()
     pipeline.wait_caught_up(service)
