@@ -515,22 +515,24 @@ def main(argv: list[str] | None = None) -> None:
     where = s.add_mutually_exclusive_group()
     where.add_argument(
         "--consumer-process",
-        action="store_true",
+        dest="consumer",
+        action="store_const",
+        const=True,
         help="the service with kafka.consumer_process: true (the default is auto)",
     )
     where.add_argument(
         "--consumer-in-thread",
-        action="store_true",
+        dest="consumer",
+        action="store_const",
+        const=False,
         help="the service with kafka.consumer_process: false",
     )
+    s.set_defaults(consumer="auto")
     args = parser.parse_args(argv)
     if args.which == "throughput":
         throughput(args.records, args.repeat, not args.consumer_in_thread)
     else:
-        chosen: ConsumerProcess = (
-            True if args.consumer_process else False if args.consumer_in_thread else "auto"
-        )
-        steady(args.rate, args.seconds, chosen)
+        steady(args.rate, args.seconds, args.consumer)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -59,22 +60,17 @@ NESTING = "__"
 _API_KEY_HINT = f"the API key is never part of the configuration: set {API_KEY_ENV} or api.key_file"
 
 
-_TRUE_TEXTS = frozenset({"true", "yes", "on", "1"})
-_FALSE_TEXTS = frozenset({"false", "no", "off", "0"})
+_BOOL = TypeAdapter(bool)
 
 
 def _auto_or_bool(value: Any) -> Any:
-    """``auto``, or a boolean as YAML or an environment variable writes it: one error."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text == "auto":
+    """``auto``, or a boolean as pydantic reads one: one error, not one per branch."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
-    if text in _TRUE_TEXTS:
-        return True
-    if text in _FALSE_TEXTS:
-        return False
-    raise ValueError("should be true, false or auto")
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError:
+        raise ValueError("should be true, false or auto") from None
 
 
 class _Section(BaseModel):

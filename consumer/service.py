@@ -647,7 +647,6 @@ class Service:
                 return EXIT_OK
             return await self._stream(source)
         finally:
-            self._streaming = False
             await source.stop()
             log.info("stopped: %s", orjson.dumps(self.stats()).decode())
 
