@@ -7,19 +7,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint typecheck pytest demo bench kafka-start kafka-stop clean
 
-# Two distributions, both editable: the service, and the emulator with its
-# workbench (test support, kept out of the service's wheel and image).
-$(STAMP): pyproject.toml emulator/pyproject.toml
+# Three distributions, all editable: the service, the API emulator, and the
+# test support (testkit/), the last two kept out of the service's wheel and image.
+$(STAMP): pyproject.toml emulator/pyproject.toml testkit/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' -e './emulator[workbench]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./emulator -e ./testkit
 	touch $(STAMP)
 
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check consumer schemas emulator e2e tests bench
-	$(VENV)/bin/ruff format --check consumer schemas emulator e2e tests bench
+	$(VENV)/bin/ruff check consumer schemas emulator testkit tests bench
+	$(VENV)/bin/ruff format --check consumer schemas emulator testkit tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -39,7 +39,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	$(PY) -m emulator.demo
+	$(PY) -m testkit.demo
 
 # Benchmarks (see bench/README.md): about 25 minutes; they start the broker.
 bench: $(STAMP)

@@ -1,14 +1,14 @@
 """A synthetic shop at scale, as Debezium's initial snapshot of it, and what Rfmcube must hold.
 
-:class:`emulator.shop.Shop` keeps every table in memory and writes every
+:class:`testkit.shop.Shop` keeps every table in memory and writes every
 change of a day's work; at a hundred thousand customers that is gigabytes and
 hours. This shop is the end state only: customers, orders and their items,
-streamed from a seed in the row shapes of ``emulator.shop.COLUMNS`` and the
+streamed from a seed in the row shapes of ``testkit.shop.COLUMNS`` and the
 encodings of the JSON converter without schemas (Connect ``Decimal`` money as
 base64, ``ZonedTimestamp`` strings), as snapshot reads (``op: r``). The same
 seed gives the same rows again, so :func:`expected_digests` says, row for row,
 what Rfmcube must hold under the default mapping (the shapes of
-``emulator.shop.expected_state``) without keeping the shop in memory.
+``testkit.shop.expected_state``) without keeping the shop in memory.
 
 Sizes keep the issue's proportion: 5 orders and 15 items per customer; 1 % of
 the orders are guest checkouts, each under an email of its own.
@@ -27,8 +27,8 @@ from typing import Any
 
 import orjson
 
-from emulator.shop import BRANDS, PROVINCES, STATUS_LABELS, encode_row, topics_for
 from schemas.debezium import RawRecord
+from testkit.shop import BRANDS, PROVINCES, STATUS_LABELS, encode_row, topics_for
 
 __all__ = ["Digests", "ShopSize", "expected_digests", "snapshot_records", "state_digests"]
 
@@ -210,7 +210,7 @@ def _zoned(moment: datetime) -> str:
 
 
 def expected_digests(size: ShopSize, seed: int = 7) -> Digests:
-    """What Rfmcube must hold for the shop of this seed (``emulator.shop.expected_state``'s
+    """What Rfmcube must hold for the shop of this seed (``testkit.shop.expected_state``'s
     documents, digested one at a time)."""
     digests = Digests({}, {})
     for table, row, items in _rows(size, seed):

@@ -4,7 +4,7 @@
 
 Run as a child process by ``bench.pipeline throughput`` beside the service, so
 that both pay for an interpreter start, the imports and a group join. The
-client configuration is the service's own (``consumer.source``: the same
+client configuration is the service's own (``consumer.source.thread``: the same
 ``consumer_config``, ``max_poll_records``, ``auto_offset_reset``, native
 CRC-32C checks on), and the consumer joins a fresh group with ``subscribe``
 as the service does. It polls until it has seen ``N`` records, touching
@@ -23,7 +23,7 @@ import time
 import orjson
 from kafka import KafkaConsumer
 
-from consumer.source import SourceSettings, consumer_config
+from consumer.source.thread import SourceSettings, consumer_config
 
 
 def read_all(bootstrap: str, group: str, topics: list[str], records: int) -> dict[str, float]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from consumer.decode import ColumnHint, decode_record, parse_hint
+from consumer.changes.decode import ColumnHint, decode_record, parse_hint
 from schemas.debezium import RawRecord
 
 _SOURCE = {

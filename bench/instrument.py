@@ -15,19 +15,19 @@ report (JSON) is written when the service exits (the driver,
 ``bench.profile``, sends SIGTERM).
 
 The stages, as the service is laid out since ingest, flush and commits left
-``consumer/service.py`` (see :func:`install` for the exact names):
+``consumer/app/service.py`` (see :func:`install` for the exact names):
 
 - ingest (``Ingest.ingest``, ``consumer/ingest.py``), and within it, per
-  record: decode (``consumer.records.decode_record``), mapping
-  (``Mapping.map_event``), the safety net's check (``consumer.records._checked``)
+  record: decode (``consumer.changes.records.decode_record``), mapping
+  (``Mapping.map_event``), the safety net's check (``consumer.changes.records._checked``)
   and the store's in-memory apply (``StoreBatch.apply``); per batch: the
   store's bulk read (``StoreBatch.prefetch``) and its writes
   (``StoreBatch.finish``: rows, obligations, offsets in ``executemany``);
 - flush (``Flusher._flush``, a span): the owed documents read
   (``Obligations.take``), planning (``Planner.plan``, its ``StoreView`` bulk
-  reads and ``document_hash``), packing request bodies (``consumer.packing``'s
+  reads and ``document_hash``), packing request bodies (``consumer.delivery.packing``'s
   ``part_of``, ``import_body``, ``delete_body``, ``merge_body`` as
-  ``consumer.sender`` calls them), the API call (``RfmcubeClient.send``, a
+  ``consumer.delivery.sender`` calls them), the API call (``RfmcubeClient.send``, a
   span) and settling (``Flusher._settle_outcome``, ``Flusher._settle_plan``,
   ``Obligations.settle``);
 - commit: the floors (``Obligations.commit_floors``) and the broker's commit
@@ -40,7 +40,7 @@ Stages dropped since the earlier layout: the coalescing window (gone with
 ``consumer/coalesce.py``: the store's obligations replaced it, so its cost is
 in the store's writes) and ``StateStore.set_accepted`` (settling writes the
 accepted hashes in ``Obligations.settle``). Serializing is now packing:
-``sender.dumps`` became ``consumer.packing``.
+``sender.dumps`` became ``consumer.delivery.packing``.
 
 With the consumer in a child process (``kafka.consumer_process: true``, the
 default of ``bench.pipeline``'s rig) the child is spawned without the meters:
@@ -249,17 +249,22 @@ def install(meters: Meters) -> None:
     """Wrap the stages of the service as it is today (consumer/ingest.py, flush.py & co).
 
     A meter goes where the name is looked up when the service calls it: a
-    function imported into another module (``from consumer.packing import
-    part_of`` in consumer/sender.py) is wrapped in that module, a method on its
+    function imported into another module (``from consumer.delivery.packing import
+    part_of`` in consumer/delivery/sender.py) is wrapped in that module, a method on its
     class."""
     from kafka.consumer.fetcher import Fetcher
 
-    from consumer import api, flush, ingest, planner, records, sender, source, source_process
-    from consumer.mapping import Mapping
-    from consumer.obligations import Obligations
-    from consumer.storebatch import StoreBatch
+    from consumer import ingest
+    from consumer.changes import records
+    from consumer.changes.mapping import Mapping
+    from consumer.delivery import flush, planner, sender
+    from consumer.delivery.http import client as api
+    from consumer.source import process as source_process
+    from consumer.source import thread as source
+    from consumer.state.batch import StoreBatch
+    from consumer.state.obligations import Obligations
 
-    # main thread, per record (Ingest.change_of -> consumer.records.change_of)
+    # main thread, per record (Ingest.change_of -> consumer.changes.records.change_of)
     meters.wrap(records, "decode_record", "decode")
     meters.wrap(Mapping, "map_event", "map")
     meters.wrap(records, "_checked", "check (safety net)")
@@ -361,11 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_meters:
         install(meters)
     if args.commit_interval is not None or args.gc_threshold:
-        from consumer import service
+        from consumer.app import service
 
         for name in ("COMMIT_INTERVAL_SECONDS", "GC_THRESHOLD"):
             if not hasattr(service, name):
-                raise StaleMeter(f"bench.instrument: consumer.service.{name} does not exist")
+                raise StaleMeter(f"bench.instrument: consumer.app.service.{name} does not exist")
         if args.commit_interval is not None:
             service.COMMIT_INTERVAL_SECONDS = args.commit_interval
         if args.gc_threshold:
@@ -380,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = ThreadSampler()
     sampler.start()
     profile = _profile_threads(Path(args.cprofile)) if args.cprofile else None
-    from consumer import cli
+    from consumer.cli import main as cli
 
     try:
         return cli.main(["run", "--config", args.config])

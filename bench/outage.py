@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from bench.pipeline import rig, status_kib
-from emulator.shop import Shop
-from emulator.workbench import produce, wait_caught_up
+from testkit.shop import Shop
+from testkit.workbench import produce, wait_caught_up
 
 
 def _owed(store: Path) -> int:

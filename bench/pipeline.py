@@ -32,10 +32,10 @@ from typing import Any, Literal
 import orjson
 from kafka.admin import KafkaAdminClient
 
-from consumer.replay import end_offsets, partitions_of
-from emulator.shop import Shop, document_of
-from emulator.testing import EmulatorProcess
-from emulator.workbench import (
+from consumer.source.replay import end_offsets, partitions_of
+from testkit.emulator import EmulatorProcess
+from testkit.shop import Shop, document_of
+from testkit.workbench import (
     ServiceProcess,
     descendants,
     mapping_for_prefix,

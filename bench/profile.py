@@ -58,18 +58,18 @@ from bench.pipeline import (
     rig,
     status_kib,
 )
-from consumer.decode import decode_record, parse_hint
-from consumer.limits import RecordLimits
-from consumer.mapping import Mapping
-from consumer.obligations import Obligations, OwedDoc, Settlement
-from consumer.packing import part_of
-from consumer.planner import Planner
-from consumer.records import _checked
-from consumer.replay import end_offsets, partitions_of, replay
-from consumer.store import StateStore
-from emulator.workbench import REPO, ServiceProcess, descendants, mapping_for_prefix
+from consumer.changes.decode import decode_record, parse_hint
+from consumer.changes.limits import RecordLimits
+from consumer.changes.mapping import Mapping
+from consumer.changes.records import _checked
+from consumer.delivery.packing import part_of
+from consumer.delivery.planner import Planner
+from consumer.source.replay import end_offsets, partitions_of, replay
+from consumer.state.obligations import Obligations, OwedDoc, Settlement
+from consumer.state.store import StateStore
 from schemas.debezium import ChangeEvent, RawRecord
 from schemas.entities import DocRef, EntityChange
+from testkit.workbench import REPO, ServiceProcess, descendants, mapping_for_prefix
 
 
 class InstrumentedService(ServiceProcess):
@@ -230,8 +230,8 @@ _CATEGORIES = (
     ("kafka/protocol", "kafka-python: protocol"),
     ("kafka/net", "kafka-python: network loop"),
     ("kafka/", "kafka-python: other"),
-    ("consumer/decode", "decode"),
-    ("consumer/mapping", "mapping"),
+    ("consumer/changes/decode", "decode"),
+    ("consumer/changes/mapping", "mapping"),
     ("consumer/records", "check (safety net)"),
     ("consumer/ingest", "ingest"),
     ("consumer/storeview", "plan: store reads"),

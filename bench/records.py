@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.decode import build_records
-from consumer.decode import decode_record, parse_hint
-from consumer.mapping import Mapping
-from consumer.records import change_of
+from consumer.changes.decode import decode_record, parse_hint
+from consumer.changes.mapping import Mapping
+from consumer.changes.records import change_of
 from schemas.debezium import ChangeEvent, RawRecord
 
 TOPIC = "shop.public.orders"

@@ -50,12 +50,12 @@ from typing import Any
 
 from bench.bigshop import ShopSize, expected_digests, snapshot_records, state_digests
 from bench.pipeline import cpu_seconds, status_kib
+from consumer.changes.mapping import Mapping
 from consumer.ingest import Ingest
-from consumer.mapping import Mapping
-from consumer.store import StateStore
-from emulator.shop import topics_for
-from emulator.testing import EmulatorProcess
-from emulator.workbench import (
+from consumer.state.store import StateStore
+from testkit.emulator import EmulatorProcess
+from testkit.shop import topics_for
+from testkit.workbench import (
     ServiceProcess,
     mapping_for_prefix,
     recreate_topics,
@@ -174,7 +174,7 @@ class HealthProbe:
 
 def _cli(config: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "consumer.cli", *args, "--config", str(config)],
+        [sys.executable, "-m", "consumer.cli.main", *args, "--config", str(config)],
         env={**os.environ, "RFMCUBE_API_KEY": API_KEY},
         capture_output=True,
         text=True,

@@ -23,12 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from consumer.decode import parse_hint
+from consumer.changes.decode import parse_hint
+from consumer.changes.limits import RecordLimits
+from consumer.changes.mapping import Mapping
+from consumer.changes.records import change_of
 from consumer.errors import BadRecord
-from consumer.limits import RecordLimits
-from consumer.mapping import Mapping
-from consumer.records import change_of
-from consumer.store import StateStore
+from consumer.state.store import StateStore
 from schemas.debezium import RawRecord, Skipped
 from schemas.entities import EntityChange
 
@@ -76,7 +76,7 @@ class Ingest:
 
     def change_of(self, record: RawRecord) -> EntityChange | None:
         """The mapped change of one record, checked for the store (the safety net
-        of :mod:`consumer.records`); None when it changes no entity. Raises only
+        of :mod:`consumer.changes.records`); None when it changes no entity. Raises only
         BadRecord."""
         change = change_of(record, self._hints.get(record.topic), self.mapping, self._limits)
         if isinstance(change, Skipped):

@@ -1,6 +1,6 @@
 """A Debezium change event, decoded: the input contract of the pipeline.
 
-The decoder (``consumer.decode``) turns a Kafka record of any supported wire
+The decoder (``consumer.changes.decode``) turns a Kafka record of any supported wire
 form into a :class:`ChangeEvent` or a :class:`Skipped` note. Column values are
 already plain Python: ``Decimal`` for decimals (never float), timezone-aware
 UTC ``datetime`` for timestamps, ``date``/``time`` for dates and times,

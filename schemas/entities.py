@@ -1,6 +1,6 @@
 """Shop rows after mapping: what the state store keeps and the planner joins.
 
-The mapper (``consumer.mapping``) turns a :class:`~schemas.debezium.ChangeEvent`
+The mapper (``consumer.changes.mapping``) turns a :class:`~schemas.debezium.ChangeEvent`
 into an :class:`EntityChange` of one of three kinds. ``fields`` already holds
 the Rfmcube field names (camelCase, nested dicts for ``delivery.province``)
 and JSON-ready values: ISO-8601 ``...Z`` strings for timestamps, ``Decimal``

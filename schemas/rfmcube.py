@@ -72,7 +72,7 @@ def _ordered(fields: Mapping[str, Any], head: Sequence[str]) -> Document:
 
 def _check_kind(row: MappedRow, kind: Kind) -> None:
     # Fields still in row.unavailable (no stored value to fill them from, see
-    # consumer.mapping.fill_unavailable) are simply absent: the best we know.
+    # consumer.changes.mapping.fill_unavailable) are simply absent: the best we know.
     if row.kind is not kind:
         raise ValueError(f"expected {kind.value} row, got {row.kind.value} row {row.key!r}")
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
-from emulator_helpers import API_KEY, Api
 
-from emulator.testing import EmulatorProcess
+from testkit.emulator import EmulatorProcess
+from testkit.emulator_api import API_KEY, Api
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from emulator_helpers import Api, customer, encode
-
-from emulator.testing import EmulatorProcess
+from testkit.emulator import EmulatorProcess
+from testkit.emulator_api import Api, customer, encode
 
 
 async def test_missing_or_wrong_api_key_is_401(api: Api) -> None:

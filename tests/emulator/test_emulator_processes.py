@@ -6,9 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from emulator_helpers import Api, customer, import_body, order
-
-from emulator.testing import EmulatorProcess
+from testkit.emulator import EmulatorProcess
+from testkit.emulator_api import Api, customer, import_body, order
 
 
 def _two_customers_three_orders() -> dict[str, Any]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from emulator_helpers import STAMP, Api, customer, import_body, order
-
-from emulator.testing import EmulatorProcess
+from testkit.emulator import EmulatorProcess
+from testkit.emulator_api import STAMP, Api, customer, import_body, order
 
 LATER = "2021-06-01T08:00:00Z"
 

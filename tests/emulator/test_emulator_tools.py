@@ -11,11 +11,11 @@ from decimal import Decimal
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from emulator_helpers import API_KEY, Api, customer, encode, import_body, order
 
 from emulator.app import create_app
 from emulator.config import EmulatorConfig
-from emulator.testing import EmulatorProcess
+from testkit.emulator import EmulatorProcess
+from testkit.emulator_api import API_KEY, Api, customer, encode, import_body, order
 
 
 async def test_state_sorts_customers_by_id_then_email_and_orders_by_id(

@@ -6,9 +6,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from emulator_helpers import Api, customer, import_body, order
 
-from emulator.testing import EmulatorProcess
+from testkit.emulator import EmulatorProcess
+from testkit.emulator_api import Api, customer, import_body, order
 
 
 def _without(document: dict[str, Any], field: str) -> dict[str, Any]:

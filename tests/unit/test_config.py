@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from consumer.cli import main
+from consumer.cli.main import main
 from consumer.config import API_KEY_ENV, load_settings
 from consumer.errors import ConfigError
-from consumer.logs import JsonFormatter
+from consumer.ops.logs import JsonFormatter
 
 KAFKA_PASSWORD = "kafka-pw-7d1f0c"
 API_KEY = "k-123456-secret"

@@ -1,0 +1,5 @@
+"""``python -m consumer.cli``: the ``rfmcube-cdc`` command."""
+
+from consumer.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""The ``rfmcube-cdc`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import sys
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from consumer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from consumer.changes.mapping import Mapping
+    from consumer.config import Settings
+
+SECRETS_DIR_ENV = "RFMCUBE_CDC_SECRETS_DIR"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("rfmcube-cdc")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+def _add_sources(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--config", help="the service's YAML configuration (defaults for every key)"
+    )
+    command.add_argument(
+        "--secrets-dir",
+        default=os.environ.get(SECRETS_DIR_ENV) or None,
+        help="a directory of secret files, one per key, named like its environment variable "
+        f"(RFMCUBE_CDC__KAFKA__EXTRA__SASL_PLAIN_PASSWORD); default ${SECRETS_DIR_ENV}",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rfmcube-cdc",
+        description="Keep Rfmcube in step with a shop database from Debezium events in Kafka.",
+        epilog="Any key can be set from the environment: RFMCUBE_CDC__<SECTION>__<KEY> "
+        "(e.g. RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVERS). Precedence: environment, secret files, "
+        "the YAML file, defaults. The API key: $RFMCUBE_API_KEY or api.key_file.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run the streaming service until SIGTERM",
+        description="Run the service. The API key comes from $RFMCUBE_API_KEY or api.key_file.",
+    )
+    _add_sources(run)
+    check = sub.add_parser(
+        "check-config", help="validate the configuration and mapping, report every problem, exit"
+    )
+    _add_sources(check)
+    resync = sub.add_parser(
+        "resync",
+        help="send every document again (or those changed since a time), resumable",
+        description="Ask the running active instance, on this machine, to send every"
+        " customer with its orders again, as imports packed near the size limit, within the"
+        " key's budget; then follow its progress. Interrupting this command leaves the"
+        " resync running. --dry-run says what it would cost and sends nothing.",
+    )
+    _add_sources(resync)
+    resync.add_argument(
+        "--since",
+        help="only what changed after this time: 2026-11-27T18:00:00Z, or back from now: 24h",
+    )
+    what = resync.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true", help="print the plan, send nothing")
+    what.add_argument(
+        "--status",
+        action="store_true",
+        help="follow the resync running (or report the last one), starting none",
+    )
+    return parser
+
+
+def _refuse(error: ConfigError) -> int:
+    where = f" ({error.source})" if error.source else ""
+    print(f"rfmcube-cdc: configuration refused{where}:", file=sys.stderr)
+    for path, problem in error.problems:
+        print(f"  {path}: {problem}", file=sys.stderr)
+    return 2
+
+
+def _resync(args: argparse.Namespace, settings: Settings, mapping: Mapping) -> int:
+    from consumer.cli.resync import dry_run, request_resync
+    from consumer.delivery.resync import parse_since
+
+    try:
+        since_ms = None if args.since is None else parse_since(args.since)
+    except ValueError as exc:
+        print(f"rfmcube-cdc resync: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        try:
+            return dry_run(settings, mapping, since_ms, sys.stdout)
+        except (OSError, sqlite3.Error) as exc:
+            print(f"rfmcube-cdc resync: cannot read the store: {exc}", file=sys.stderr)
+            return 6
+    try:
+        return request_resync(settings, since_ms, sys.stdout, start=not args.status)
+    except KeyboardInterrupt:
+        print("\nthe resync goes on in the service; run this command again to follow it")
+        return 0
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Until the service installs its own handlers, SIGTERM means "nothing was
+    # done yet, exit cleanly" rather than dying with -15.
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    args = build_parser().parse_args(argv)
+    from consumer.changes.mapping import Mapping
+    from consumer.config import load_settings
+    from consumer.ops.logs import configure
+
+    try:
+        settings = load_settings(args.config, secrets_dir=args.secrets_dir)
+        mapping = Mapping.load(settings.mapping)
+        from consumer.app.service import anonymizer_for
+
+        anonymizer_for(settings, mapping)  # the anonymizing key, when the mapping needs it
+    except ConfigError as exc:
+        return _refuse(exc)
+    if args.command == "check-config":
+        print(f"configuration ok: topics {', '.join(mapping.topics())}")
+        return 0
+    if args.command == "resync":
+        return _resync(args, settings, mapping)
+    configure(settings.service.log_format, settings.service.log_level)
+    from consumer.app.service import EXIT_STORE, Service, StoreUnusable
+
+    try:
+        return asyncio.run(Service(settings, mapping).run())
+    except StoreUnusable as exc:
+        logging.getLogger("consumer.app.service").error("stopping: %s", exc)
+        return EXIT_STORE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""Resync: every document (or those changed since a time) sent again, resumable.
+
+A resync is carried out by the active instance, so that it shares the key's
+budget with the live stream and never needs the service stopped. It owes
+every customer and order in the scope (:meth:`Obligations.owe_everything`,
+forgetting what Rfmcube was thought to hold), and the flush sends them as it
+sends anything owed: whole customers with their orders and items, in
+``/import`` requests packed near ``max_request_bytes`` (pages of documents in
+memory, never the whole shop), each import's process checked until it
+completed. What is owed is durable: killed at any point, the service goes on
+where it stopped at its next start, and never sends again what an accepted
+import carried. At the end, the store's accepted hashes are what was sent, so
+the live stream carries on without sending it again.
+
+:class:`Resync` keeps its state in the store (``meta``); :func:`estimate`
+says what a resync would cost without sending anything (``--dry-run``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+from consumer.state.obligations import Obligations
+from consumer.state.store import StateStore, loads_fields
+from schemas.entities import Kind, MappedRow
+from schemas.rfmcube import customer_document, dumps, import_customer, order_document
+
+__all__ = ["Estimate", "Resync", "ResyncState", "estimate", "parse_since"]
+
+_META = "resync"
+# Documents a resync builds, packs and settles a second (4,600 measured on a
+# 2-core VM, bench/README.md "Resync at scale"; a little under, to be safe).
+DOCUMENTS_PER_SECOND = 4_000
+_DURATION = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> int:
+    """``--since``: an ISO-8601 time (``2026-11-27T18:00:00Z``; no zone: UTC) or a
+    duration back from now (``90m``, ``24h``, ``7d``). Returns epoch milliseconds."""
+    text = text.strip()
+    now = now or datetime.now(UTC)
+    duration = _DURATION.fullmatch(text)
+    if duration is not None:
+        seconds = float(duration["amount"]) * _UNITS[duration["unit"]]
+        return int((now - timedelta(seconds=seconds)).timestamp() * 1000)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: expected a time such as 2026-11-27T18:00:00Z, or a duration"
+            " such as 90m, 24h or 7d"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(slots=True)
+class ResyncState:
+    """A resync, as the service reports it (``GET /resync``)."""
+
+    id: str
+    state: str  # running, done
+    since_ms: int | None
+    started_at: float
+    documents: int
+    remaining: int
+    first_seq: int
+    last_seq: int
+    requests: int = 0  # requests the service sent since the resync began
+    bytes_sent: int = 0
+    finished_at: float | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Resync:
+    """The active instance's resync: started on request, followed in the store."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        obligations: Obligations,
+        *,
+        sent: Callable[[], tuple[int, int]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._obligations = obligations
+        self._sent = sent  # (requests, bytes) the service sent so far
+        self._clock = clock
+        self._seen: tuple[int, int] | None = None
+
+    def current(self) -> ResyncState | None:
+        """The last resync, brought up to date (done once nothing of it is owed and
+        every import is known to have completed)."""
+        raw = self._store.meta(_META)
+        if raw is None:
+            return None
+        state = ResyncState(**json.loads(raw))
+        if state.state != "running":
+            return state
+        state.remaining = self._obligations.owed_between(state.first_seq, state.last_seq)
+        requests, sent_bytes = self._sent()
+        if self._seen is not None:  # what was sent since the last look (this process)
+            state.requests += requests - self._seen[0]
+            state.bytes_sent += sent_bytes - self._seen[1]
+        self._seen = (requests, sent_bytes)
+        if state.remaining == 0 and self._obligations.pending_imports() == 0:
+            state.state = "done"
+            state.finished_at = self._clock()
+        self._save(state)
+        return state
+
+    def start(self, since_ms: int | None, *, forget: bool = True) -> tuple[ResyncState, bool]:
+        """Start a resync, or report the one running; True when this call started it.
+        Without ``forget`` (a mapping change), only documents whose content differs
+        from what Rfmcube holds go out."""
+        running = self.current()
+        if running is not None and running.state == "running":
+            return running, False
+        documents, first, last = self._obligations.owe_everything(since_ms=since_ms, forget=forget)
+        state = ResyncState(
+            id=uuid.uuid4().hex[:12],
+            state="running",
+            since_ms=since_ms,
+            started_at=self._clock(),
+            documents=documents,
+            remaining=documents,
+            first_seq=first,
+            last_seq=last,
+        )
+        self._seen = self._sent()
+        self._save(state)
+        return state, True
+
+    def _save(self, state: ResyncState) -> None:
+        self._store.set_meta(_META, json.dumps(state.as_json()))
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a resync would send (``--dry-run``)."""
+
+    customers: int
+    orders: int
+    bytes: int
+    imports: int
+    requests: int  # imports and one process check each, at least
+    minutes: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"documents: {self.customers + self.orders}"
+            f" ({self.customers} customers, {self.orders} orders)",
+            f"bytes: {self.bytes}",
+            f"requests: {self.requests} ({self.imports} imports, one process check each)",
+            f"estimated minutes: {self.minutes:.1f}",
+        ]
+
+
+def estimate(
+    store: StateStore,
+    *,
+    since_ms: int | None,
+    max_request_bytes: int,
+    requests_per_minute: int,
+    mark_deleted: Callable[[MappedRow], MappedRow] | None,
+) -> Estimate:
+    """Serialize every customer in the scope with its orders, as a resync would send
+    them, one customer at a time, and count: nothing is sent, nothing is written."""
+    db = store.db
+    scope = {"since": since_ms}
+    changed_order = (
+        "(:since IS NULL OR o.changed_ms >= :since OR EXISTS (SELECT 1 FROM rows i"
+        " INDEXED BY rows_by_parent"
+        " WHERE i.kind = 'item' AND i.parent = o.key AND i.changed_ms >= :since))"
+    )
+
+    def orders_of(index: str, where: str, value: str) -> list[dict[str, object]]:
+        rows = []
+        for key, parent, email, blob, deleted in db.execute(
+            f"SELECT o.key, o.parent, o.email, o.fields, o.deleted FROM rows o INDEXED BY {index}"
+            f" WHERE o.kind = 'order' AND {where} AND {changed_order}",
+            {**scope, "value": value},
+        ):
+            row = MappedRow(Kind.ORDER, key, loads_fields(blob), parent, email)
+            if deleted:
+                if mark_deleted is None:
+                    continue
+                row = mark_deleted(row)
+            rows.append(row)
+        items = store.items_of_many([row.key for row in rows])
+        return [order_document(row, items[row.key]) for row in rows]
+
+    customers = orders = total = 0
+    for key, email, blob in db.execute(
+        "SELECT key, email, fields FROM rows c WHERE kind = 'customer' AND deleted = 0"
+        " AND (:since IS NULL OR changed_ms >= :since OR EXISTS (SELECT 1 FROM rows o"
+        " INDEXED BY rows_by_parent"
+        f" WHERE o.kind = 'order' AND o.parent = c.key AND {changed_order}))",
+        scope,
+    ).fetchall():
+        customer = MappedRow(Kind.CUSTOMER, key, loads_fields(blob), None, email)
+        docs = orders_of("rows_by_parent", "o.parent = :value", key)
+        total += len(dumps(import_customer(customer_document(customer), docs))) + 1
+        customers += 1
+        orders += len(docs)
+    for (email,) in db.execute(
+        "SELECT DISTINCT email FROM rows WHERE kind = 'order' AND parent IS NULL"
+    ).fetchall():
+        docs = orders_of("rows_by_email", "o.parent IS NULL AND o.email = :value", email)
+        if docs:
+            guest = {"email": email, "createdAt": None, "updatedAt": None}
+            total += len(dumps(import_customer(guest, docs))) + 1
+            orders += len(docs)
+    imports = math.ceil(total / max_request_bytes) if total else 0
+    requests = 2 * imports
+    # The budget is rarely what a resync waits for: building and packing the
+    # documents is (bench/README.md, "Resync at scale").
+    seconds = max(
+        60.0 * requests / requests_per_minute, (customers + orders) / DOCUMENTS_PER_SECOND
+    )
+    return Estimate(customers, orders, total, imports, requests, seconds / 60)

@@ -1,0 +1,569 @@
+"""The Kafka source in a child process, so that the consumer gets a core of its own.
+
+kafka-python parses fetched record batches and runs its network loop in
+Python: about a quarter of the service's CPU, under the same GIL as decoding,
+mapping and the store (bench/README.md, "Where the time goes"). Here a child
+process runs an ordinary :class:`consumer.source.thread.KafkaSource` and the service
+talks to it through a pipe; :class:`ProcessSource` offers the same interface,
+so the service does not know which one it has.
+
+What crosses the pipe, child to parent: batches of records (as tuples), the
+source's state after each batch and every 0.1 s (assignment, high-water marks,
+lease deadline, role), answers to commands, and the rebalance callbacks,
+which the child's Kafka IO thread forwards and waits on exactly as it waits
+on an in-process callback. Parent to child: commits and offset queries,
+released bytes, the hold, callback replies, and stop.
+
+The guarantees are those of the in-process source:
+
+- Order: one pipe, one sender at a time; records of a partition arrive in
+  the order the consumer returned them.
+- Memory: the child counts a batch's bytes as pending until the service
+  releases them, so the pause above ``max_pending_bytes`` still bounds
+  everything in flight (the pipe and the parent's queue included).
+- Revocation: the child takes records and sends them under the same lock as
+  a forwarded callback, so the parent has every record taken before the
+  revocation when it handles it; it drops the ones of revoked partitions
+  the service has not taken, and the child reads them again if the
+  partition comes back (:meth:`KafkaSource.resume_from`).
+- Leases: the deadline is on ``time.monotonic()``, one clock for both
+  processes on Linux; the parent's copy lags by at most one status message,
+  so it errs early.
+- A dead child (killed, crashed) ends the pipe: :meth:`get` and every
+  command raise :class:`SourceError`, and the service exits rather than
+  stalls. A dead parent ends the pipe too: the child closes its consumer,
+  which leaves the group at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Final
+
+from consumer.errors import RfmcubeCdcError
+from consumer.ops.logs import configure
+from consumer.source.thread import (
+    CommitFailed,
+    KafkaSource,
+    OnAssign,
+    OnLost,
+    OnRevoke,
+    PartitionId,
+    SourceError,
+    SourceSettings,
+    record_bytes,
+    take_batches,
+)
+from schemas.debezium import RawRecord
+
+__all__ = ["ProcessSource"]
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_SECONDS: Final = 0.1
+STOP_GRACE_SECONDS: Final = 15.0  # closing the consumer leaves the group: allow for it
+
+RecordTuple = tuple[
+    str, int, int, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...], int | None
+]
+
+
+@dataclass(frozen=True)
+class _Status:
+    """The child source's state, as the parent last heard it."""
+
+    assigned: frozenset[PartitionId] = frozenset()
+    highwaters: Mapping[PartitionId, int] | None = None
+    joined: bool = False  # the group answered (standby or active)
+    leased: bool = False  # the source has a heartbeat lease (single active)
+    active_until: float | None = None
+    waiting: int = 0
+
+
+def _to_tuple(record: RawRecord) -> RecordTuple:
+    return (
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        record.headers,
+        record.timestamp_ms,
+    )
+
+
+# -- the child process -------------------------------------------------------------------
+
+
+class _Child:
+    """Runs a KafkaSource and serves the parent over ``conn``."""
+
+    def __init__(self, settings: SourceSettings, conn: Connection) -> None:
+        self._conn = conn
+        self._send_lock = threading.Lock()
+        self._replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.source = KafkaSource(
+            settings,
+            on_revoke=self._forward("revoke"),
+            on_assign=self._forward("assign"),
+            on_lost=self._forward("lost"),
+        )
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self._conn.send(message)
+
+    def _forward(self, kind: str) -> Callable[[list[PartitionId]], Any]:
+        def callback(partitions: list[PartitionId]) -> Any:
+            # Kafka's IO thread waits here, as it would on an in-process callback.
+            self.send(("call", kind, partitions))
+            reply, dropped = self._replies.get()
+            if dropped:
+                self.source.resume_from(dropped)
+            return reply
+
+        return callback
+
+    async def serve(self) -> None:
+        self.source.start(self._loop)
+        listener = threading.Thread(target=self._listen, name="parent-listener", daemon=True)
+        listener.start()
+        failure: BaseException | None = None
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.source.ready(), STATUS_INTERVAL_SECONDS)
+                await asyncio.to_thread(self._send_records_and_status)
+        except SourceError as exc:
+            failure = exc.__cause__ or exc
+        except (OSError, EOFError):
+            pass  # the parent is gone
+        finally:
+            await self.source.stop()
+        if failure is not None:
+            with contextlib.suppress(OSError):
+                self.send(("failed", f"{type(failure).__name__}: {failure}"))
+
+    def _send_records_and_status(self) -> None:
+        source = self.source
+        with self._send_lock:
+            # Taken and sent under the lock a forwarded callback needs: the parent
+            # sees every record taken before a revocation before the revocation.
+            records = source.take()
+            if records:
+                self._conn.send(("records", [_to_tuple(r) for r in records]))
+            role = source.role()
+            status = _Status(
+                assigned=frozenset(source.assignment()),
+                highwaters=source.highwaters(),
+                joined=role != "joining",
+                leased=source.leased(),
+                active_until=source.active_until(),
+                waiting=source.waiting_records(),
+            )
+            self._conn.send(("status", status))
+
+    def _listen(self) -> None:
+        """The parent's messages, on a thread of their own: a callback reply must
+        arrive while the event loop waits on a full pipe or Kafka's IO thread waits on us."""
+        try:
+            while True:
+                message = self._conn.recv()
+                kind = message[0]
+                if kind == "reply":
+                    self._replies.put(message[1:])
+                elif kind == "release":
+                    self.source.release(message[1])
+                elif kind == "hold":
+                    self.source.hold(message[1])
+                elif kind == "command":
+                    self._loop.call_soon_threadsafe(self._start_command, *message[1:])
+                elif kind == "stop":
+                    break
+        except (EOFError, OSError):
+            pass  # the parent died: leave the group now rather than after a session
+        self._replies.put(({}, {}))  # a callback waiting for a reply must not hang the close
+        self._loop.call_soon_threadsafe(self._stop.set)
+
+    def _start_command(self, command_id: int, name: str, args: Any) -> None:
+        self._loop.create_task(self._run_command(command_id, name, args))
+
+    async def _run_command(self, command_id: int, name: str, args: Any) -> None:
+        source = self.source
+        try:
+            result: Any = None
+            if name == "commit":
+                await source.commit(args)
+            elif name == "committed":
+                result = await source.committed(args)
+            elif name == "committed_by":
+                result = await source.committed_by(args)
+            else:
+                raise SourceError(f"unknown command {name!r}")
+        except Exception as exc:
+            answer: tuple[Any, ...] = ("answer", command_id, None, _error_of(exc))
+        else:
+            answer = ("answer", command_id, result, None)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self.send, answer)
+
+
+def _error_of(exc: BaseException) -> tuple[str, str]:
+    kind = "commit" if isinstance(exc, CommitFailed) else "source"
+    return kind, str(exc) if isinstance(exc, RfmcubeCdcError) else f"{exc!r}"
+
+
+def _child_main(
+    settings: SourceSettings, conn: Connection, log_format: str, log_level: int
+) -> None:
+    # The parent decides when to stop (SIGTERM goes to it; Ctrl-C to both).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure(log_format, log_level)
+    try:  # spawned early (its imports overlap the service's start-up): wait for the word
+        if conn.recv()[0] != "start":
+            return
+    except (EOFError, OSError):
+        return  # the parent is gone
+
+    async def main() -> None:
+        await _Child(settings, conn).serve()
+
+    asyncio.run(main())
+
+
+# -- the parent side ---------------------------------------------------------------------
+
+
+class ProcessSource:
+    """:class:`consumer.source.thread.KafkaSource`'s interface, its consumer in a child process.
+
+    The callbacks run on a thread of this process (the pipe's reader), never
+    on the event loop, with the same rules as KafkaSource's."""
+
+    def __init__(
+        self,
+        settings: SourceSettings,
+        *,
+        on_revoke: OnRevoke | None = None,
+        on_assign: OnAssign | None = None,
+        on_lost: OnLost | None = None,
+        log_format: str = "text",
+    ) -> None:
+        self._settings = settings
+        self._log_format = log_format
+        self._on_revoke = on_revoke
+        self._on_assign = on_assign
+        self._on_lost = on_lost
+        self._conn: Connection | None = None
+        self._process: Any = None
+        self._reader: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards what the reader thread writes
+        self._ready: deque[list[RawRecord]] = deque()
+        self._status = _Status()
+        self._assigned: frozenset[PartitionId] = frozenset()
+        self._revoking = threading.Event()
+        self._held = False
+        self._wake = asyncio.Event()
+        self._answers: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count()
+        self._failure: str | None = None
+        self._stopping = False
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def spawn(self) -> None:
+        """Start the child process, which imports its modules and then waits for
+        :meth:`start`: that half second overlaps the service's own start-up."""
+        if self._process is not None:
+            return
+        # spawn: a fork of a process with threads (health server, store) is unsafe.
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=_child_main,
+            args=(
+                self._settings,
+                child_end,
+                self._log_format,
+                logging.getLogger().getEffectiveLevel(),
+            ),
+            name=f"kafka-source-{self._settings.group_id}",
+            daemon=True,
+        )
+        self._process.start()
+        child_end.close()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Join the group and start reading (spawning the child first if need be)."""
+        if self._reader is not None:
+            raise SourceError("the source was already started")
+        self._loop = loop
+        self.spawn()
+        self._send(("start",))
+        self._reader = threading.Thread(target=self._read, name="kafka-source-pipe", daemon=True)
+        self._reader.start()
+
+    async def stop(self) -> None:
+        """Ask the child to close its consumer (committing nothing) and wait for it."""
+        self._stopping = True
+        if self._process is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._send(("stop",))
+            await asyncio.to_thread(self._process.join, STOP_GRACE_SECONDS)
+            if self._process.is_alive():
+                log.warning("the Kafka source process did not stop in time; killing it")
+                self._process.kill()
+                await asyncio.to_thread(self._process.join, 5)
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.join, 5)
+        self._fail_answers("the source is stopped")
+        self._wake.set()
+
+    def pid(self) -> int | None:
+        """The child's process id (None before start)."""
+        return None if self._process is None else int(self._process.pid)
+
+    # -- records -----------------------------------------------------------------------
+
+    async def get(self, max_records: int | None = None) -> list[RawRecord]:
+        """The records received since the last call, at most ``max_records`` of them
+        (waits for at least one)."""
+        while True:
+            self._wake.clear()
+            with self._lock:
+                records = take_batches(self._ready, max_records)
+            if records:
+                return records
+            self._raise_if_not_running()
+            await self._wake.wait()
+
+    def release(self, nbytes: int) -> None:
+        self._send_quietly(("release", nbytes))
+
+    def hold(self, held: bool) -> None:
+        if held != self._held:
+            log.info("%s reading: %s", "pausing" if held else "resuming", "work owed to the API")
+        self._held = held
+        self._send_quietly(("hold", held))
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def commit(self, offsets: Mapping[PartitionId, int]) -> None:
+        if offsets:
+            await self._call("commit", dict(offsets))
+
+    async def committed(self, partitions: Iterable[PartitionId]) -> dict[PartitionId, int | None]:
+        result: dict[PartitionId, int | None] = await self._call("committed", list(partitions))
+        return result
+
+    async def committed_by(self, partitions: Iterable[PartitionId]) -> set[str]:
+        result: set[str] = await self._call("committed_by", list(partitions))
+        return result
+
+    # -- state -------------------------------------------------------------------------
+
+    def highwaters(self) -> dict[PartitionId, int]:
+        with self._lock:
+            return dict(self._status.highwaters or {})
+
+    def role(self) -> str:
+        with self._lock:
+            if self._assigned:
+                return "active"
+            return "standby" if self._status.joined else "joining"
+
+    def revoking(self) -> bool:
+        return self._revoking.is_set()
+
+    def waiting_records(self) -> int:
+        with self._lock:
+            return self._status.waiting + sum(len(batch) for batch in self._ready)
+
+    def assignment(self) -> set[PartitionId]:
+        with self._lock:
+            return set(self._assigned)
+
+    def is_active(self) -> bool:
+        with self._lock:
+            if not self._assigned:
+                return False
+            status = self._status
+        if not status.leased:
+            return True
+        return status.active_until is not None and time.monotonic() < status.active_until
+
+    def active_until(self) -> float | None:
+        with self._lock:
+            if not self._assigned:
+                return None
+            return self._status.active_until
+
+    # -- the pipe ----------------------------------------------------------------------
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        if self._conn is None:
+            raise SourceError("the source was not started")
+        with self._send_lock:
+            self._conn.send(message)
+
+    def _send_quietly(self, message: tuple[Any, ...]) -> None:
+        """A notice the child may no longer need (it failed or stopped: get() says so)."""
+        with contextlib.suppress(OSError, ValueError, SourceError):
+            self._send(message)
+
+    def _raise_if_not_running(self) -> None:
+        if self._failure is not None:
+            raise SourceError(self._failure)
+        if self._stopping:
+            raise SourceError("the source is stopped")
+        if self._reader is None:
+            raise SourceError("the source was not started")
+
+    async def _call(self, name: str, args: Any) -> Any:
+        self._raise_if_not_running()
+        if self._revoking.is_set():
+            raise SourceError("commit()/committed() during on_revoke: return the offsets instead")
+        command_id = next(self._ids)
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._answers[command_id] = answer
+        try:
+            self._send(("command", command_id, name, args))
+        except (OSError, ValueError) as exc:
+            self._answers.pop(command_id, None)
+            raise SourceError(f"the Kafka source process is gone: {exc!r}") from exc
+        if self._failure is not None:
+            self._fail_answers(self._failure)
+        return await answer
+
+    def _notify(self, callback: Callable[..., object], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _settle(self, command_id: int, result: Any, error: tuple[str, str] | None) -> None:
+        answer = self._answers.pop(command_id, None)
+        if answer is None or answer.done():
+            return
+        if error is None:
+            answer.set_result(result)
+        else:
+            kind, message = error
+            error_class = CommitFailed if kind == "commit" else SourceError
+            answer.set_exception(error_class(message))
+
+    def _fail_answers(self, message: str) -> None:
+        answers, self._answers = self._answers, {}
+        for answer in answers.values():
+            if not answer.done():
+                answer.set_exception(SourceError(message))
+
+    def _read(self) -> None:
+        """The child's messages, in order, on this thread."""
+        assert self._conn is not None
+        failure: str | None = None
+        try:
+            while True:
+                message = self._conn.recv()
+                kind = message[0]
+                if kind == "records":
+                    batch = [RawRecord(*fields) for fields in message[1]]
+                    with self._lock:
+                        self._ready.append(batch)
+                    self._notify(self._wake.set)
+                elif kind == "status":
+                    status: _Status = message[1]
+                    with self._lock:
+                        self._status = status
+                        if not self._revoking.is_set():
+                            self._assigned = status.assigned
+                elif kind == "answer":
+                    self._notify(self._settle, *message[1:])
+                elif kind == "call":
+                    self._callback(message[1], message[2])
+                elif kind == "failed":
+                    failure = f"the Kafka source failed: {message[1]}"
+        except (EOFError, OSError):
+            pass
+        if failure is None and not self._stopping:
+            code = self._process.exitcode if self._process is not None else None
+            if code is None and self._process is not None:
+                self._process.join(1)
+                code = self._process.exitcode
+            failure = f"the Kafka source process died unexpectedly (exit code {code})"
+        if failure is not None:
+            log.error("%s", failure)
+        self._failure = failure or "the source is stopped"
+        with self._lock:
+            self._assigned = frozenset()
+        self._notify(self._fail_answers, self._failure)
+        self._notify(self._wake.set)
+
+    def _callback(self, kind: str, partitions: list[PartitionId]) -> None:
+        """A rebalance callback forwarded by the child, whose Kafka IO thread waits."""
+        gone = set(partitions)
+        dropped: dict[PartitionId, int] = {}
+        reply: Any = None
+        if kind in ("revoke", "lost"):
+            with self._lock:
+                dropped = self._drop(gone)
+                self._assigned = self._assigned - gone
+        try:
+            if kind == "revoke":
+                reply = {}
+                if self._on_revoke is not None and partitions and not self._stopping:
+                    self._revoking.set()
+                    try:
+                        reply = dict(self._on_revoke(partitions))
+                    finally:
+                        self._revoking.clear()
+            elif kind == "lost":
+                if self._on_lost is not None and partitions and not self._stopping:
+                    self._on_lost(partitions)
+            elif kind == "assign":
+                with self._lock:
+                    self._assigned = self._assigned | gone
+                if self._on_assign is not None:
+                    reply = self._on_assign(partitions)
+        except Exception:
+            log.exception("on_%s failed for %s", kind, partitions)
+            reply = {} if kind == "revoke" else None
+        self._send_quietly(("reply", reply, dropped))
+
+    def _drop(self, partitions: set[PartitionId]) -> dict[PartitionId, int]:
+        """Forget the received records of these partitions; where each must resume.
+        Their bytes are released, since the service will never take them."""
+        dropped: dict[PartitionId, int] = {}
+        kept: deque[list[RawRecord]] = deque()
+        released = 0
+        for batch in self._ready:
+            keep = []
+            for record in batch:
+                tp = (record.topic, record.partition)
+                if tp in partitions:
+                    dropped.setdefault(tp, record.offset)
+                    released += record_bytes(record)
+                else:
+                    keep.append(record)
+            if keep:
+                kept.append(keep)
+        self._ready = kept
+        if released:
+            self._send_quietly(("release", released))
+        return dropped

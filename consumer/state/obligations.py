@@ -1,0 +1,423 @@
+"""What the service owes the API, kept in the store (see :mod:`consumer.state.store`).
+
+An obligation is written in the same transaction as the rows and offsets of
+the records that create it (:mod:`consumer.state.batch`), and leaves the store
+only when the API accepted it, or when the import that carried it completed:
+
+- ``owed``: a document to bring up to date (``seq`` grows with every change,
+  so a send settles only what it saw), with ``since``, when it became owed;
+- ``owed_deletes``: customer deletes, in the order they happened;
+- ``owed_marks``: per document and partition, the first and last offsets of
+  the records waiting on it. A partition's commit floor is its applied offset
+  lowered to the first offset any obligation still holds;
+- ``imports``: imports accepted whose process is not known to have completed,
+  with the documents and hashes they carried (``import_docs``) and, in
+  ``completed`` acceptance, the records they hold back (``import_marks``).
+  A failed or unknown process puts its documents back as owed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from consumer.state.store import StateStore
+from schemas.debezium import Position
+from schemas.entities import CustomerIdentity, DocRef, Kind
+
+__all__ = ["AcceptedImport", "Obligations", "OwedDoc", "PendingImport", "Settlement"]
+
+PartitionId = tuple[str, int]
+
+
+@dataclass(slots=True)
+class OwedDoc:
+    """A document owed to the API, with the deletes that must precede it."""
+
+    ref: DocRef
+    seq: int
+    since: float
+    deletes: list[tuple[int, CustomerIdentity]] = field(default_factory=list)
+
+    @property
+    def delete_seq(self) -> int:
+        return max((seq for seq, _ in self.deletes), default=0)
+
+
+@dataclass(slots=True)
+class AcceptedImport:
+    """An import the API accepted (it returned a processId)."""
+
+    process_id: str
+    docs: dict[DocRef, str | None]  # what it carried: document → hash (None: the container)
+    hold_commits: bool  # ``completed`` acceptance: its records wait for the process
+
+
+@dataclass(slots=True)
+class Settlement:
+    """The outcome of one flush, written in one transaction."""
+
+    done: list[OwedDoc] = field(default_factory=list)  # obligations met (or given up)
+    accepted: dict[DocRef, str] = field(default_factory=dict)  # hashes Rfmcube now holds
+    deleted: dict[DocRef, CustomerIdentity] = field(default_factory=dict)  # deletes accepted
+    imports: list[AcceptedImport] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingImport:
+    process_id: str
+    accepted_at: float
+    checks: int
+
+
+def _refs(rows: Iterable[tuple[str, str]]) -> list[DocRef]:
+    return [(Kind(kind), key) for kind, key in rows]
+
+
+class Obligations:
+    """Reads and settles the obligations of one store."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        first_check: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.db = store.db
+        # An import's first check waits this long: most processes are done by
+        # then, and a check that finds one running costs a second request.
+        self._first_check = first_check
+        self._clock = clock
+
+    # -- owed documents ----------------------------------------------------------
+
+    def owed_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM owed").fetchone()[0])
+
+    def oldest_since(self) -> float | None:
+        found = self.db.execute("SELECT min(since) FROM owed").fetchone()[0]
+        return None if found is None else float(found)
+
+    def last_seq(self) -> int:
+        """The newest obligation's number: a flush takes nothing newer (what changes
+        while it runs is for the next flush)."""
+        return self.store.last_seq()
+
+    def take(
+        self, limit: int, after: tuple[float, int] | None = None, until_seq: int | None = None
+    ) -> list[OwedDoc]:
+        """Up to ``limit`` owed documents, the longest owed first; ``after`` the
+        (since, seq) of the last one taken, for the next page; none newer than
+        ``until_seq``."""
+        since, seq = after if after is not None else (float("-inf"), -1)
+        until = until_seq if until_seq is not None else self.store.last_seq()
+        rows = self.db.execute(
+            "SELECT kind, key, seq, since FROM owed WHERE (since, seq) > (?, ?) AND seq <= ?"
+            " ORDER BY since, seq LIMIT ?",
+            (since, seq, until, limit),
+        ).fetchall()
+        docs = {
+            (Kind(kind), key): OwedDoc((Kind(kind), key), seq, since)
+            for kind, key, seq, since in rows
+        }
+        customers = [key for kind, key in docs if kind in (Kind.CUSTOMER, Kind.GUEST)]
+        if customers:
+            found = self.store.chunked(
+                "SELECT seq, kind, key, id, email FROM owed_deletes"
+                " WHERE key IN ({marks}) ORDER BY seq",
+                (),
+                customers,
+            )
+            for seq, kind, key, who_id, email in found:
+                doc = docs.get((Kind(kind), key))
+                if doc is not None:
+                    doc.deletes.append((seq, CustomerIdentity(who_id, email)))
+        return list(docs.values())
+
+    def position_of(self, ref: DocRef) -> Position | None:
+        """The latest record waiting on an owed document (for a dead letter's headers)."""
+        found = self.db.execute(
+            "SELECT topic, partition, last_offset FROM owed_marks WHERE kind = ? AND key = ?"
+            " ORDER BY last_offset DESC LIMIT 1",
+            (ref[0].value, ref[1]),
+        ).fetchone()
+        return None if found is None else Position(found[0], int(found[1]), int(found[2]))
+
+    def deletes_owed(self, customer_keys: Iterable[str]) -> set[str]:
+        """Which of these customers still have a delete owed to the API."""
+        found = self.store.chunked(
+            "SELECT DISTINCT key FROM owed_deletes WHERE kind = 'customer' AND key IN ({marks})",
+            (),
+            sorted(set(customer_keys)),
+        )
+        return {key for (key,) in found}
+
+    def owe_everything(self, *, since_ms: int | None, forget: bool) -> tuple[int, int, int]:
+        """Owe every customer and order (changed since ``since_ms``, when given),
+        grouped by customer so that pages carry whole customers. With ``forget``,
+        Rfmcube is assumed not to hold them: their accepted hashes are dropped, so
+        each goes out whatever it held. Returns (documents, first seq, last seq)."""
+        now = self._clock()
+        first = self.store.last_seq() + 1
+        changed = "(:since IS NULL OR changed_ms >= :since)"
+        scope = f"""
+            SELECT 'customer' AS kind, key, key AS owner FROM rows
+             WHERE kind = 'customer' AND deleted = 0 AND {changed}
+            UNION ALL
+            SELECT 'order', o.key, coalesce(o.parent, '@' || o.email) FROM rows o
+             WHERE o.kind = 'order' AND (:since IS NULL OR o.changed_ms >= :since
+                   OR EXISTS (SELECT 1 FROM rows i INDEXED BY rows_by_parent
+                              WHERE i.kind = 'item' AND i.parent = o.key
+                              AND i.changed_ms >= :since))
+        """
+        params = {"since": since_ms, "first": first, "now": now}
+        with self.store.transaction() as db:
+            # Keyed: forgetting what Rfmcube holds looks every accepted document up in it.
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS resync_scope"
+                " (kind TEXT, key TEXT, owner TEXT, PRIMARY KEY (kind, key)) WITHOUT ROWID"
+            )
+            db.execute("DELETE FROM resync_scope")
+            db.execute(f"INSERT INTO resync_scope {scope}", params)
+            count = int(db.execute("SELECT count(*) FROM resync_scope").fetchone()[0])
+            db.execute(
+                "INSERT INTO owed (kind, key, seq, since)"
+                " SELECT kind, key, :first - 1 + row_number() OVER (ORDER BY owner, kind, key),"
+                " :now FROM resync_scope WHERE true"
+                " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
+                params,
+            )
+            if forget:
+                db.execute(
+                    "DELETE FROM accepted WHERE EXISTS (SELECT 1 FROM resync_scope s"
+                    " WHERE s.kind = accepted.kind AND s.key = accepted.key)"
+                )
+                # The guest customers of those orders: Rfmcube may hold none any more.
+                db.execute(
+                    "DELETE FROM accepted WHERE kind = 'guest' AND key IN (SELECT substr(owner, 2)"
+                    " FROM resync_scope WHERE owner LIKE '@%')"
+                )
+            db.execute("DELETE FROM resync_scope")
+        self.store.advance_seq(first - 1 + count)
+        return count, first, first - 1 + count
+
+    def owed_between(self, first: int, last: int) -> int:
+        """Owed documents numbered from ``first`` to ``last`` (a resync's, still owed)."""
+        found = self.db.execute(
+            "SELECT count(*) FROM owed WHERE seq BETWEEN ? AND ?", (first, last)
+        ).fetchone()
+        return int(found[0])
+
+    def owe(self, refs: Iterable[DocRef]) -> int:
+        """Owe these documents again (no record waits on them); returns how many."""
+        now = self._clock()
+        rows = [(kind.value, key, self.store.next_seq(), now) for kind, key in refs]
+        with self.store.transaction() as db:
+            db.executemany(
+                "INSERT INTO owed (kind, key, seq, since) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
+                rows,
+            )
+        return len(rows)
+
+    # -- settling a flush ----------------------------------------------------------
+
+    def settle(self, settlement: Settlement) -> None:
+        with self.store.transaction() as db:
+            if settlement.accepted:
+                db.executemany(
+                    "INSERT INTO accepted (kind, key, hash) VALUES (?, ?, ?)"
+                    " ON CONFLICT (kind, key) DO UPDATE SET hash = excluded.hash",
+                    [(kind.value, key, h) for (kind, key), h in settlement.accepted.items()],
+                )
+            for ref, who in settlement.deleted.items():
+                self._forget_deleted(ref, who)
+            for accepted in settlement.imports:
+                self._record_import(accepted)
+            done = settlement.done
+            db.executemany(
+                "DELETE FROM owed_deletes WHERE kind = ? AND key = ? AND seq <= ?",
+                [(d.ref[0].value, d.ref[1], d.delete_seq) for d in done if d.deletes],
+            )
+            db.executemany(
+                "DELETE FROM owed WHERE kind = ? AND key = ? AND seq <= ?",
+                [(d.ref[0].value, d.ref[1], d.seq) for d in done],
+            )
+            # A document changed again meanwhile keeps its marks: the next send settles them.
+            db.executemany(
+                "DELETE FROM owed_marks WHERE kind = ? AND key = ? AND NOT EXISTS"
+                " (SELECT 1 FROM owed WHERE owed.kind = ? AND owed.key = ?)",
+                [(d.ref[0].value, d.ref[1], d.ref[0].value, d.ref[1]) for d in done],
+            )
+
+    def _forget_deleted(self, ref: DocRef, who: CustomerIdentity) -> None:
+        """Rfmcube deleted the customer and all its orders: none of them may be skipped
+        as unchanged when they are sent again."""
+        kind, key = ref
+        db = self.db
+        db.execute("DELETE FROM accepted WHERE kind = ? AND key = ?", (kind.value, key))
+        if kind is Kind.CUSTOMER:
+            db.execute(
+                "DELETE FROM accepted WHERE kind = 'order' AND key IN"
+                " (SELECT key FROM rows WHERE kind = 'order' AND parent = ?)",
+                (key,),
+            )
+        if who.email:
+            db.execute(
+                "DELETE FROM accepted WHERE kind = 'order' AND key IN (SELECT key FROM rows"
+                " INDEXED BY rows_by_email WHERE kind = 'order' AND parent IS NULL AND email = ?)",
+                (who.email,),
+            )
+
+    def drop_delivered(self, committed: Mapping[PartitionId, int]) -> int:
+        """A standby's store: drop the obligations whose records are all below the
+        group's committed offsets (the active met them). Returns how many documents."""
+        with self.store.transaction() as db:
+            below = [(topic, partition, offset) for (topic, partition), offset in committed.items()]
+            touched = set()
+            for topic, partition, offset in below:
+                touched.update(
+                    db.execute(
+                        "SELECT kind, key FROM owed_marks"
+                        " WHERE topic = ? AND partition = ? AND last_offset < ?",
+                        (topic, partition, offset),
+                    ).fetchall()
+                )
+            db.executemany(
+                "DELETE FROM owed_marks WHERE topic = ? AND partition = ? AND last_offset < ?",
+                below,
+            )
+            dropped = 0
+            for kind, key in touched:
+                gone = db.execute(
+                    "DELETE FROM owed WHERE kind = ? AND key = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM owed_marks m WHERE m.kind = ? AND m.key = ?)",
+                    (kind, key, kind, key),
+                ).rowcount
+                if gone:
+                    dropped += 1
+                    db.execute("DELETE FROM owed_deletes WHERE kind = ? AND key = ?", (kind, key))
+        return dropped
+
+    # -- commits -------------------------------------------------------------------
+
+    def commit_floors(self, partitions: Iterable[PartitionId]) -> dict[PartitionId, int]:
+        """Per partition, the offset up to which every record was applied and every
+        obligation it created was met: what may be committed."""
+        wanted = set(partitions)
+        floors = {tp: o for tp, o in self.store.applied_offsets().items() if tp in wanted}
+        for table in ("owed_marks", "import_marks"):
+            for topic, partition, first in self.db.execute(
+                f"SELECT topic, partition, min(first_offset) FROM {table} GROUP BY topic, partition"
+            ):
+                tp = (topic, partition)
+                if tp in floors:
+                    floors[tp] = min(floors[tp], int(first))
+        return floors
+
+    # -- imports ---------------------------------------------------------------------
+
+    def _record_import(self, accepted: AcceptedImport) -> None:
+        now = self._clock()
+        db = self.db
+        pid = accepted.process_id
+        db.execute(
+            "INSERT OR REPLACE INTO imports (process_id, accepted_at, next_check, checks)"
+            " VALUES (?, ?, ?, 0)",
+            (pid, now, now + self._first_check),
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO import_docs (process_id, kind, key, hash) VALUES (?, ?, ?, ?)",
+            [(pid, kind.value, key, h) for (kind, key), h in accepted.docs.items()],
+        )
+        if accepted.hold_commits:
+            db.executemany(
+                "INSERT INTO import_marks (process_id, topic, partition, first_offset)"
+                " SELECT ?, topic, partition, min(first_offset) FROM owed_marks"
+                " WHERE kind = ? AND key = ? GROUP BY topic, partition"
+                " ON CONFLICT (process_id, topic, partition) DO UPDATE SET"
+                " first_offset = min(first_offset, excluded.first_offset)",
+                [(pid, kind.value, key) for kind, key in accepted.docs],
+            )
+
+    def pending_imports(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM imports").fetchone()[0])
+
+    def due_imports(self, now: float, limit: int) -> list[PendingImport]:
+        rows = self.db.execute(
+            "SELECT process_id, accepted_at, checks FROM imports"
+            " WHERE next_check <= ? ORDER BY next_check, accepted_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [PendingImport(pid, at, checks) for pid, at, checks in rows]
+
+    def next_check_at(self) -> float | None:
+        found = self.db.execute("SELECT min(next_check) FROM imports").fetchone()[0]
+        return None if found is None else float(found)
+
+    def imports_carrying(self, refs: Iterable[DocRef]) -> dict[DocRef, set[str]]:
+        """The pending imports that carry each of these documents."""
+        by_kind: dict[Kind, list[str]] = {}
+        for kind, key in refs:
+            by_kind.setdefault(kind, []).append(key)
+        carrying: dict[DocRef, set[str]] = {}
+        for kind, keys in by_kind.items():
+            for key, pid in self.store.chunked(
+                "SELECT key, process_id FROM import_docs WHERE kind = ? AND key IN ({marks})",
+                (kind.value,),
+                keys,
+            ):
+                carrying.setdefault((kind, key), set()).add(pid)
+        return carrying
+
+    def hurry(self, process_ids: Iterable[str]) -> None:
+        """Check these imports as soon as a slot allows (a delete waits for them)."""
+        with self.store.transaction() as db:
+            db.executemany(
+                "UPDATE imports SET next_check = min(next_check, ?) WHERE process_id = ?",
+                [(self._clock(), pid) for pid in process_ids],
+            )
+
+    def still_running(self, process_id: str, next_in: float) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE imports SET next_check = ?, checks = checks + 1 WHERE process_id = ?",
+                (self._clock() + next_in, process_id),
+            )
+
+    def completed(self, process_id: str) -> None:
+        with self.store.transaction():
+            self._drop_import(process_id)
+
+    def failed(self, process_id: str) -> list[DocRef]:
+        """The process failed (or is unknown): what it carried is owed again, and
+        the records it held back wait for that. Returns the documents."""
+        with self.store.transaction() as db:
+            carried = db.execute(
+                "SELECT kind, key, hash FROM import_docs WHERE process_id = ?", (process_id,)
+            ).fetchall()
+            # A guest's container is not owed on its own: its orders rebuild it.
+            refs = [r for r in _refs((k, key) for k, key, _ in carried) if r[0] is not Kind.GUEST]
+            # Rfmcube does not hold what the failed import carried, unless a later
+            # send replaced it (its hash differs then, and stays).
+            db.executemany(
+                "DELETE FROM accepted WHERE kind = ? AND key = ? AND hash = ?",
+                [(kind, key, h) for kind, key, h in carried if h is not None],
+            )
+            self.owe(refs)
+            db.executemany(
+                "INSERT INTO owed_marks (kind, key, topic, partition, first_offset, last_offset)"
+                " SELECT ?, ?, topic, partition, first_offset, first_offset FROM import_marks"
+                " WHERE process_id = ? ON CONFLICT (kind, key, topic, partition) DO UPDATE SET"
+                " first_offset = min(first_offset, excluded.first_offset)",
+                [(kind.value, key, process_id) for kind, key in refs],
+            )
+            self._drop_import(process_id)
+        return refs
+
+    def _drop_import(self, process_id: str) -> None:
+        for table in ("imports", "import_docs", "import_marks"):
+            self.db.execute(f"DELETE FROM {table} WHERE process_id = ?", (process_id,))

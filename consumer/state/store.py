@@ -1,0 +1,378 @@
+"""The state store: the shop's current rows, what Rfmcube holds, and what is owed to it.
+
+Embedded SQLite in WAL mode, one file, readable by its owner only. Tables:
+
+- ``rows``: the current row of every customer, order and item (deleted
+  customers and orders stay as flagged rows: a delete needs the email of a
+  customer that is gone, the ``mark`` policy re-sends a deleted order, and
+  the orders of a deleted customer must not be sent again);
+- ``accepted``: the hash of every document Rfmcube accepted, so that an
+  unchanged document sends nothing;
+- ``offsets``: per partition, the next offset the store has not applied;
+- the obligations (see :mod:`consumer.state.obligations`): ``owed`` documents to
+  bring up to date, ``owed_deletes`` in the order they happened,
+  ``owed_marks`` (the records waiting on each owed document, per partition)
+  and ``imports`` accepted whose process has not completed yet;
+- ``meta``: the schema version and the mapping's fingerprint.
+
+Rows, offsets and the obligations they create are written in one
+transaction (:meth:`StateStore.batch`), so a crash never leaves the store
+ahead of what it owes. ``synchronous=NORMAL``: a power loss may drop the last
+transactions, and with them their offsets, so the store is then behind Kafka
+and replays the gap; it is never ahead of what it owes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from schemas.entities import DocRef, Kind, MappedRow
+
+if TYPE_CHECKING:
+    from consumer.state.batch import StoreBatch
+
+__all__ = ["StateStore", "StoredRow"]
+
+SCHEMA_VERSION = 2
+CHUNK = 400  # keys per IN (...) query: well below SQLite's parameter limit
+# Reads by parent or email name their index (INDEXED BY): without statistics SQLite
+# takes ``kind = ?``, the primary key's first column, for selective, and would read
+# every item (or order, or customer) of the store for each chunk of keys.
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rows (
+    kind TEXT NOT NULL, key TEXT NOT NULL, parent TEXT, email TEXT,
+    fields BLOB NOT NULL, deleted INTEGER NOT NULL DEFAULT 0, changed_ms INTEGER,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rows_by_parent ON rows (kind, parent);
+CREATE INDEX IF NOT EXISTS rows_by_email ON rows (kind, email);
+CREATE TABLE IF NOT EXISTS accepted (
+    kind TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offsets (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owed (
+    kind TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, since REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS owed_by_age ON owed (since, seq);
+CREATE TABLE IF NOT EXISTS owed_deletes (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, id TEXT, email TEXT
+);
+CREATE INDEX IF NOT EXISTS owed_deletes_by_doc ON owed_deletes (kind, key);
+CREATE TABLE IF NOT EXISTS owed_marks (
+    kind TEXT NOT NULL, key TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL,
+    PRIMARY KEY (kind, key, topic, partition)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS owed_marks_by_partition ON owed_marks (topic, partition, first_offset);
+CREATE TABLE IF NOT EXISTS imports (
+    process_id TEXT PRIMARY KEY, accepted_at REAL NOT NULL, next_check REAL NOT NULL,
+    checks INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS import_docs (
+    process_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, hash TEXT,
+    PRIMARY KEY (kind, key, process_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS import_docs_by_process ON import_docs (process_id);
+CREATE TABLE IF NOT EXISTS import_marks (
+    process_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL, PRIMARY KEY (process_id, topic, partition)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS import_marks_by_partition ON import_marks (topic, partition);
+CREATE TABLE IF NOT EXISTS sends (at REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    row: MappedRow
+    deleted: bool
+
+
+def loads_fields(blob: bytes) -> dict[str, Any]:
+    # Money must come back exact: never through float.
+    value: dict[str, Any] = json.loads(blob, parse_float=Decimal)
+    return value
+
+
+def _create_private(path: Path) -> None:
+    """Create the file readable and writable by its owner only (it holds shop data)."""
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+class StateStore:
+    """SQLite-backed rows, accepted hashes, applied offsets and obligations."""
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            _create_private(Path(path))
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        self._migrate()
+        found = self.db.execute(
+            "SELECT max(s) FROM (SELECT max(seq) AS s FROM owed"
+            " UNION ALL SELECT max(seq) FROM owed_deletes)"
+        ).fetchone()
+        self._seq = int(found[0] or 0)
+        self._in_transaction = False
+
+    @property
+    def instance_id(self) -> str:
+        """Who this store belongs to: written into commits, so that a member taking
+        over knows whether the last sender was itself."""
+        found = self.meta("instance_id")
+        if found is None:
+            found = uuid.uuid4().hex
+            self.set_meta("instance_id", found)
+        return found
+
+    def record_send(self, at: float, window: float) -> None:
+        """A request slot taken at ``at`` (wall clock); older than ``window`` is dropped."""
+        self.db.execute("DELETE FROM sends WHERE at < ?", (at - window,))
+        self.db.execute("INSERT INTO sends (at) VALUES (?)", (at,))
+
+    def sends_since(self, since: float) -> list[float]:
+        return [
+            float(at) for (at,) in self.db.execute("SELECT at FROM sends WHERE at >= ?", (since,))
+        ]
+
+    @classmethod
+    def open_read_only(cls, path: str | Path) -> StateStore:
+        """The store of a running service, to read beside it (WAL lets readers in)."""
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no store at {path}")
+        store = cls.__new__(cls)
+        store.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        store._seq = 0
+        store._in_transaction = False
+        return store
+
+    def _migrate(self) -> None:
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(rows)")}
+        if "changed_ms" not in columns:  # a store of version 1
+            self.db.execute("ALTER TABLE rows ADD COLUMN changed_ms INTEGER")
+        self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def last_seq(self) -> int:
+        return self._seq
+
+    def advance_seq(self, seq: int) -> None:
+        """Numbers up to ``seq`` were given out in SQL (a resync's owed documents)."""
+        self._seq = max(self._seq, seq)
+
+    def next_seq(self) -> int:
+        """A number that orders every obligation ever written (deletes among upserts)."""
+        self._seq += 1
+        return self._seq
+
+    # -- transactions ----------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One SQLite transaction (nested calls join the outer one)."""
+        if self._in_transaction:
+            yield self.db
+            return
+        self.db.execute("BEGIN")
+        self._in_transaction = True
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._in_transaction = False
+
+    @contextmanager
+    def batch(
+        self, *, owe: bool = True, forget_accepted: bool = False, guests_follow_deletes: bool = True
+    ) -> Iterator[StoreBatch]:
+        """One transaction: the rows of a batch of changes, its offsets and, with
+        ``owe``, the obligations it creates (a restore replays rows only)."""
+        from consumer.state.batch import StoreBatch
+
+        with self.transaction():
+            batch = StoreBatch(
+                self,
+                owe=owe,
+                forget_accepted=forget_accepted,
+                guests_follow_deletes=guests_follow_deletes,
+            )
+            yield batch
+            batch.finish()
+
+    # -- meta ----------------------------------------------------------------------
+
+    def meta(self, name: str) -> str | None:
+        found = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if found is None else str(found[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    # -- offsets -----------------------------------------------------------------
+
+    def applied_offsets(self) -> dict[tuple[str, int], int]:
+        """Per partition, the next offset the store has not applied yet."""
+        cur = self.db.execute("SELECT topic, partition, next_offset FROM offsets")
+        return {(t, p): o for t, p, o in cur}
+
+    # -- reading rows --------------------------------------------------------------
+
+    def chunked(self, sql: str, head: tuple[Any, ...], keys: list[str]) -> list[Any]:
+        """``sql`` with ``{marks}`` for an IN list, run over ``keys`` in chunks."""
+        found: list[Any] = []
+        for start in range(0, len(keys), CHUNK):
+            part = keys[start : start + CHUNK]
+            marks = ",".join("?" * len(part))
+            found.extend(self.db.execute(sql.format(marks=marks), (*head, *part)).fetchall())
+        return found
+
+    def get(self, kind: Kind, key: str) -> StoredRow | None:
+        return self.get_many([(kind, key)]).get((kind, key))
+
+    def live(self, kind: Kind, key: str) -> MappedRow | None:
+        stored = self.get(kind, key)
+        return None if stored is None or stored.deleted else stored.row
+
+    # Bulk reads: a few queries per batch instead of a few per row. Every
+    # sqlite3 call releases the GIL; while kafka-python's I/O thread is busy
+    # decoding fetches, each re-acquisition waits for it.
+
+    def get_many(self, keys: Iterable[tuple[Kind, str]]) -> dict[tuple[Kind, str], StoredRow]:
+        by_kind: dict[Kind, set[str]] = {}
+        for kind, key in keys:
+            by_kind.setdefault(kind, set()).add(key)
+        rows: dict[tuple[Kind, str], StoredRow] = {}
+        for kind, wanted in by_kind.items():
+            found = self.chunked(
+                "SELECT key, parent, email, fields, deleted FROM rows"
+                " WHERE kind = ? AND key IN ({marks})",
+                (kind.value,),
+                sorted(wanted),
+            )
+            for key, parent, email, blob, deleted in found:
+                rows[(kind, key)] = StoredRow(
+                    MappedRow(kind, key, loads_fields(blob), parent, email), bool(deleted)
+                )
+        return rows
+
+    def items_of_many(self, order_keys: Iterable[str]) -> dict[str, list[MappedRow]]:
+        items: dict[str, list[MappedRow]] = {key: [] for key in order_keys}
+        found = self.chunked(
+            "SELECT key, parent, email, fields FROM rows INDEXED BY rows_by_parent"
+            " WHERE kind = 'item' AND deleted = 0 AND parent IN ({marks})",
+            (),
+            sorted(items),
+        )
+        for key, parent, email, blob in found:
+            items[parent].append(MappedRow(Kind.ITEM, key, loads_fields(blob), parent, email))
+        return items
+
+    def customers_by_email_many(self, emails: Iterable[str]) -> dict[str, MappedRow]:
+        """The live registered customer of each email (the lowest key when several)."""
+        found = self.chunked(
+            "SELECT key, parent, email, fields FROM rows INDEXED BY rows_by_email"
+            " WHERE kind = 'customer' AND deleted = 0 AND email IN ({marks}) ORDER BY key DESC",
+            (),
+            sorted(set(emails)),
+        )
+        # Descending, so the lowest key wins.
+        return {e: MappedRow(Kind.CUSTOMER, k, loads_fields(f), p, e) for k, p, e, f in found}
+
+    def guest_orders_many(self, emails: Iterable[str]) -> dict[str, list[StoredRow]]:
+        """Orders that name the email and no customer id, deleted ones included."""
+        orders: dict[str, list[StoredRow]] = {email: [] for email in emails}
+        found = self.chunked(
+            "SELECT key, email, fields, deleted FROM rows INDEXED BY rows_by_email"
+            " WHERE kind = 'order' AND parent IS NULL AND email IN ({marks})",
+            (),
+            sorted(orders),
+        )
+        for key, email, blob, deleted in found:
+            row = MappedRow(Kind.ORDER, key, loads_fields(blob), None, email)
+            orders[email].append(StoredRow(row, bool(deleted)))
+        return orders
+
+    def order_keys_of_customers(self, customer_keys: Iterable[str]) -> list[str]:
+        """Keys of the orders (deleted ones included) of these registered customers."""
+        found = self.chunked(
+            "SELECT key FROM rows WHERE kind = 'order' AND parent IN ({marks})",
+            (),
+            sorted(set(customer_keys)),
+        )
+        return [key for (key,) in found]
+
+    def guest_order_keys(self, emails: Iterable[str]) -> list[str]:
+        """Keys of the guest orders (no customer id) of these emails, deleted ones included."""
+        found = self.chunked(
+            "SELECT key FROM rows INDEXED BY rows_by_email"
+            " WHERE kind = 'order' AND parent IS NULL AND email IN ({marks})",
+            (),
+            sorted(set(emails)),
+        )
+        return [key for (key,) in found]
+
+    def counts(self) -> dict[str, int]:
+        cur = self.db.execute("SELECT kind, COUNT(*) FROM rows WHERE deleted = 0 GROUP BY kind")
+        return {kind: n for kind, n in cur}
+
+    # -- what Rfmcube holds ----------------------------------------------------------
+
+    def accepted_hashes(self, docs: Iterable[DocRef]) -> dict[DocRef, str]:
+        by_kind: dict[Kind, list[str]] = {}
+        for kind, key in docs:
+            by_kind.setdefault(kind, []).append(key)
+        hashes: dict[DocRef, str] = {}
+        for kind, keys in by_kind.items():
+            found = self.chunked(
+                "SELECT key, hash FROM accepted WHERE kind = ? AND key IN ({marks})",
+                (kind.value,),
+                keys,
+            )
+            hashes.update({(kind, key): str(digest) for key, digest in found})
+        return hashes
+
+    def accepted_hash(self, doc: DocRef) -> str | None:
+        return self.accepted_hashes([doc]).get(doc)
+
+    def set_accepted(self, hashes: Mapping[DocRef, str]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO accepted (kind, key, hash) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind, key) DO UPDATE SET hash = excluded.hash",
+                [(kind.value, key, h) for (kind, key), h in hashes.items()],
+            )
+
+    def forget_accepted(self, docs: Iterable[DocRef]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM accepted WHERE kind = ? AND key = ?",
+                [(kind.value, key) for kind, key in docs],
+            )
