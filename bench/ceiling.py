@@ -23,7 +23,7 @@ import time
 import orjson
 from kafka import KafkaConsumer
 
-from consumer.source.thread import SourceSettings, consumer_config
+from consumer.source.base import SourceSettings, consumer_config
 
 
 def read_all(bootstrap: str, group: str, topics: list[str], records: int) -> dict[str, float]:

@@ -269,7 +269,7 @@ def install(meters: Meters) -> None:
     meters.wrap(Mapping, "map_event", "map")
     meters.wrap(records, "_checked", "check (safety net)")
     meters.wrap(StoreBatch, "apply", "store: apply (in memory)")
-    # main thread, per batch (StateStore.batch: one transaction)
+    # main thread, per batch (open_batch: one transaction)
     meters.wrap(StoreBatch, "prefetch", "store: prefetch (bulk read)")
     meters.wrap(StoreBatch, "finish", "store: finish (executemany)")
     _meter_ingest(meters, ingest.Ingest)
@@ -366,13 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_meters:
         install(meters)
     if args.commit_interval is not None or args.gc_threshold:
+        from consumer import checkpoint
         from consumer.app import service
 
-        for name in ("COMMIT_INTERVAL_SECONDS", "GC_THRESHOLD"):
-            if not hasattr(service, name):
-                raise StaleMeter(f"bench.instrument: consumer.app.service.{name} does not exist")
+        for module, name in ((checkpoint, "COMMIT_INTERVAL_SECONDS"), (service, "GC_THRESHOLD")):
+            if not hasattr(module, name):
+                raise StaleMeter(f"bench.instrument: {module.__name__}.{name} does not exist")
         if args.commit_interval is not None:
-            service.COMMIT_INTERVAL_SECONDS = args.commit_interval
+            checkpoint.COMMIT_INTERVAL_SECONDS = args.commit_interval
         if args.gc_threshold:
             thresholds = [int(n) for n in args.gc_threshold.split(",")]
             gc.set_threshold(*thresholds)

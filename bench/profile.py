@@ -65,6 +65,7 @@ from consumer.changes.records import _checked
 from consumer.delivery.packing import part_of
 from consumer.delivery.planner import Planner
 from consumer.source.replay import end_offsets, partitions_of, replay
+from consumer.state.batch import open_batch
 from consumer.state.obligations import Obligations, OwedDoc, Settlement
 from consumer.state.store import StateStore
 from schemas.debezium import ChangeEvent, RawRecord
@@ -317,8 +318,8 @@ def alone(bootstrap: str, topics: list[str], mapping_text: str) -> None:
         t2 = clock()
         changes = [_checked(c, mapping, limits) for c in mapped if c is not None]
         t3 = clock()
-        with store.batch(
-            guests_follow_deletes=mapping.customer_delete.policy == "delete"
+        with open_batch(
+            obligations, guests_follow_deletes=mapping.customer_delete.policy == "delete"
         ) as writes:
             writes.now = time.time()
             writes.prefetch((c.kind, c.key) for c in changes)

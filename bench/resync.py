@@ -52,6 +52,7 @@ from bench.bigshop import ShopSize, expected_digests, snapshot_records, state_di
 from bench.pipeline import cpu_seconds, status_kib
 from consumer.changes.mapping import Mapping
 from consumer.ingest import Ingest
+from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
 from testkit.emulator import EmulatorProcess
 from testkit.shop import topics_for
@@ -97,7 +98,7 @@ def build_store(path: Path, mapping: Mapping, size: ShopSize, *, prefix: str, se
     def refuse(record: Any, reason: str) -> None:
         raise SystemExit(f"the synthetic shop wrote a bad record at {record.position}: {reason}")
 
-    ingest = Ingest(store, mapping, dead_letter=refuse)
+    ingest = Ingest(Obligations(store), mapping, dead_letter=refuse)
     records = 0
     for batch in snapshot_records(size, prefix=prefix, seed=seed):
         ingest.ingest(batch, owe=False)

@@ -2,7 +2,7 @@
 
 Each record is decoded and mapped; the batch's rows, its partitions' applied
 offsets and the obligations it creates are written in one SQLite transaction
-(:meth:`StateStore.batch`). A record that cannot be decoded, mapped or stored
+(:func:`consumer.state.batch.open_batch`). A record that cannot be decoded, mapped or stored
 is dead-lettered with its reason and position; the batch goes on.
 
 Records below a partition's applied offset are already in the store (a
@@ -28,15 +28,15 @@ from consumer.changes.limits import RecordLimits
 from consumer.changes.mapping import Mapping
 from consumer.changes.records import change_of
 from consumer.errors import BadRecord
-from consumer.state.store import StateStore
-from schemas.debezium import RawRecord, Skipped
+from consumer.state.batch import open_batch
+from consumer.state.obligations import Obligations
+from schemas.debezium import PartitionId, RawRecord, Skipped
 from schemas.entities import EntityChange
 
-__all__ = ["Ingest", "IngestStats"]
+__all__ = ["Ingest", "IngestStats", "OwedBound"]
 
 log = logging.getLogger(__name__)
 
-PartitionId = tuple[str, int]
 DeadLetter = Callable[[RawRecord, str], None]
 
 
@@ -54,14 +54,15 @@ class IngestStats:
 class Ingest:
     def __init__(
         self,
-        store: StateStore,
+        obligations: Obligations,
         mapping: Mapping,
         *,
         dead_letter: DeadLetter,
         limits: RecordLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.obligations = obligations
+        store = obligations.store
         self.mapping = mapping
         self._limits = limits or RecordLimits()
         self.stats = IngestStats()
@@ -103,14 +104,16 @@ class Ingest:
         owe: bool = True,
         dead_letters: bool = True,
         follower: bool = False,
+        forget_accepted: bool = False,
         rebuild: bool = False,
     ) -> int:
         """Apply a batch; returns how many documents it made owed.
 
         A standby's follower (``follower``) writes no dead letters (the active
         does) and forgets the accepted hashes of what it touches (the active may
-        have sent them since). ``rebuild`` applies records again below the applied
-        offsets (a new mapping maps them differently)."""
+        have sent them since), as ``forget_accepted`` does for a replay of what
+        another instance committed. ``rebuild`` applies records again below the
+        applied offsets (a new mapping maps them differently)."""
         bad = self._bad if dead_letters else self._count_bad
         applied = self.applied
         fresh: list[RawRecord] = []
@@ -135,9 +138,10 @@ class Ingest:
             if change is not None:
                 changes.append((record, change))
         touches = 0
-        with self.store.batch(
+        with open_batch(
+            self.obligations,
             owe=owe,
-            forget_accepted=follower,
+            forget_accepted=follower or forget_accepted,
             guests_follow_deletes=self.mapping.customer_delete.policy == "delete",
         ) as batch:
             batch.now = self._clock()
@@ -168,3 +172,33 @@ def _next_offsets(records: Sequence[RawRecord]) -> dict[PartitionId, int]:
         key = (record.topic, record.partition)
         offsets[key] = max(offsets.get(key, 0), record.offset + 1)
     return offsets
+
+
+class OwedBound:
+    """Pause reading while more documents are owed than the bound (an API outage of
+    hours); resume below 90 % of it. Counting is a scan: once a second at most."""
+
+    def __init__(
+        self,
+        obligations: Obligations,
+        bound: int,
+        *,
+        every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._obligations = obligations
+        self._bound = bound
+        self._every = every
+        self._clock = clock
+        self._checked_at = float("-inf")
+
+    def apply(self, hold: Callable[[bool], None]) -> None:
+        now = self._clock()
+        if now - self._checked_at < self._every:
+            return
+        self._checked_at = now
+        owed = self._obligations.owed_count()
+        if owed > self._bound:
+            hold(True)
+        elif owed <= self._bound * 0.9:
+            hold(False)

@@ -167,12 +167,21 @@ def _customer_label(customer: dict[str, Any]) -> str:
     return str(customer_id) if customer_id is not None else str(customer.get("email"))
 
 
+def _refuse_if_listed(emulator: Emulator, order: dict[str, Any], path: str) -> None:
+    """Fault injection: an order the settings name is refused as invalid content."""
+    if str(order.get("id")) in emulator.config.refused_orders:
+        raise ApiFailure(400, f"{path}: order {order.get('id')} is refused")
+
+
 async def handle_import(request: web.Request) -> web.Response:
     emulator = request.app[EMULATOR]
     try:
         parsed = parse_import(_parse_body(request))
     except BadRequest as exc:
         raise ApiFailure(400, exc.message) from None
+    for index, customer in enumerate(parsed.customers):
+        for order_index, order in enumerate(customer.get("orders") or ()):
+            _refuse_if_listed(emulator, order, f"customers[{index}].orders[{order_index}]")
     fails = emulator.process_rng.random() < emulator.config.process_fail_rate
     process = emulator.processes.start(parsed, emulator.config.process_delay_ms / 1000, fails)
     request[TOUCHED] = Touched(
@@ -204,6 +213,7 @@ async def handle_merge_order(request: web.Request) -> web.Response:
         order = parse_merge_order(_parse_body(request))
     except BadRequest as exc:
         raise ApiFailure(400, exc.message) from None
+    _refuse_if_listed(emulator, order, "order")
     emulator.store.merge_order(order)
     customer_id = order.get("customerId")
     label = str(customer_id) if customer_id is not None else str(order["customerEmail"])

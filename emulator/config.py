@@ -20,6 +20,7 @@ RESETTABLE = (
     "process_fail_rate",
     "seed",
     "outage",
+    "refused_orders",
 )
 
 
@@ -43,6 +44,8 @@ class EmulatorConfig:
     seed: int | None = None
     # An outage: every /v1 connection is dropped without an answer (the state is kept).
     outage: bool = False
+    # Orders (by id) the API refuses with 400, as it refuses content it finds wrong.
+    refused_orders: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -82,6 +85,10 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     if name == "seed" and value is None:
         return None
+    if name == "refused_orders":
+        if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
+            raise ConfigChangeError(f"{name} must be a list of order ids")
+        return frozenset(str(v) for v in value)
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ConfigChangeError(f"{name} must be a number")
     if name in ("fail_rate", "process_fail_rate", "window_seconds"):

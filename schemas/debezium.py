@@ -42,6 +42,9 @@ UNAVAILABLE: Final = _Unavailable()
 
 Row = dict[str, Any]
 
+PartitionId = tuple[str, int]
+"""A topic's partition: (topic, partition number)."""
+
 
 class Position(NamedTuple):
     """Where a record sits in Kafka: what the dead-letter headers and commits name.

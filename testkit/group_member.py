@@ -25,7 +25,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from consumer.source.thread import KafkaSource, PartitionId, SourceSettings, batch_bytes
+from consumer.source.base import SourceSettings, batch_bytes
+from consumer.source.thread import KafkaSource
+from schemas.debezium import PartitionId
 
 # Short sessions so that failover fits in a test (6 s is the broker's minimum).
 GROUP_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, secrets_dir=args.secrets_dir)
         mapping = Mapping.load(settings.mapping)
-        from consumer.app.service import anonymizer_for
+        from consumer.delivery.privacy import anonymizer_for
 
         anonymizer_for(settings, mapping)  # the anonymizing key, when the mapping needs it
     except ConfigError as exc:
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "resync":
         return _resync(args, settings, mapping)
     configure(settings.service.log_format, settings.service.log_level)
-    from consumer.app.service import EXIT_STORE, Service, StoreUnusable
+    from consumer.app.service import Service
+    from consumer.errors import EXIT_STORE, StoreUnusable
 
     try:
         return asyncio.run(Service(settings, mapping).run())

@@ -21,11 +21,11 @@ from typing import IO, Any
 from consumer.changes.mapping import Mapping
 from consumer.config import Settings
 from consumer.delivery.resync import estimate
+from consumer.errors import EXIT_NOT_HERE
 from consumer.state.store import StateStore
 
-__all__ = ["EXIT_NOT_HERE", "dry_run", "request_resync"]
+__all__ = ["dry_run", "request_resync"]
 
-EXIT_NOT_HERE = 7  # no active instance answered on this machine
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 

@@ -11,12 +11,14 @@ re-packs bytes instead of serializing again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from consumer.delivery.planner import CustomerGroup, Delete, Plan
 from consumer.state.obligations import OwedDoc
-from schemas.entities import DocRef
+from schemas.entities import DocRef, Kind
 from schemas.rfmcube import (
     delete_customer_body,
     document_hash,
@@ -35,6 +37,7 @@ __all__ = [
     "merge_body",
     "part_of",
     "single_merge",
+    "with_orders",
 ]
 
 
@@ -66,6 +69,21 @@ def part_of(group: CustomerGroup) -> Part:
     container_hash = document_hash(group.customer_doc) if group.guest else None
     carried = tuple(Carried(u.ref, u.hash, u.owed) for u in group.upserts)
     return Part(bytes(memoryview(serialized)), carried, group.container_ref, container_hash)
+
+
+def with_orders(part: Part, orders: Sequence[Carried]) -> Part:
+    """The part with only these of its orders (the customer as it was): to find which
+    document of a customer the API refuses. Read back from its bytes, numbers exact."""
+    customer = json.loads(part.body, parse_float=Decimal)
+    carried = [c for c in part.upserts if c.ref[0] is Kind.ORDER]
+    keep = {c.ref for c in orders}
+    kept = [doc for doc, c in zip(customer.pop("orders"), carried, strict=True) if c.ref in keep]
+    others = tuple(c for c in part.upserts if c.ref[0] is not Kind.ORDER)
+    return replace(
+        part,
+        body=dumps(import_customer(customer, kept)),
+        upserts=others + tuple(c for c in carried if c.ref in keep),
+    )
 
 
 def import_body(parts: Sequence[Part], *, trigger_integrations: bool) -> bytes:

@@ -16,11 +16,14 @@ import hashlib
 import hmac
 from typing import Any
 
+from consumer.changes.mapping import Mapping
 from consumer.changes.mapping.model import CustomerDelete
+from consumer.config import ANONYMIZE_KEY_ENV, Settings
+from consumer.errors import ConfigError
 from schemas.entities import MappedRow
 from schemas.rfmcube import customer_document
 
-__all__ = ["Anonymizer"]
+__all__ = ["Anonymizer", "anonymizer_for"]
 
 _KEPT_ALWAYS = ("id", "createdAt", "updatedAt")
 
@@ -49,3 +52,17 @@ class Anonymizer:
         kept["email"] = self.email(row.email, row.key)
         kept.update({name: value for name, value in full.items() if name in self._keep})
         return customer_document(MappedRow(row.kind, row.key, kept, row.parent, kept["email"]))
+
+
+def anonymizer_for(settings: Settings, mapping: Mapping) -> Anonymizer | None:
+    """The mapping's anonymizer, with the key of the configuration (checked at start-up)."""
+    if mapping.customer_delete.policy != "anonymize":
+        return None
+    key = settings.privacy.anonymize_key.get_secret_value()
+    if not key:
+        raise ConfigError(
+            "privacy.anonymize_key_file",
+            f"the mapping anonymizes deleted customers: set ${ANONYMIZE_KEY_ENV} or"
+            " privacy.anonymize_key_file (a mounted secret) to the hash's key",
+        )
+    return Anonymizer(key.encode("utf-8"), mapping.customer_delete)

@@ -18,7 +18,9 @@ says what a resync would cost without sending anything (``--dry-run``).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import re
 import time
@@ -26,13 +28,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore, loads_fields
+from consumer.waiting import sleep_or_stop
 from schemas.entities import Kind, MappedRow
 from schemas.rfmcube import customer_document, dumps, import_customer, order_document
 
-__all__ = ["Estimate", "Resync", "ResyncState", "estimate", "parse_since"]
+__all__ = ["Estimate", "Resync", "ResyncControl", "ResyncState", "estimate", "parse_since"]
+
+log = logging.getLogger(__name__)
 
 _META = "resync"
 # Documents a resync builds, packs and settles a second (4,600 measured on a
@@ -145,6 +151,76 @@ class Resync:
 
     def _save(self, state: ResyncState) -> None:
         self._store.set_meta(_META, json.dumps(state.as_json()))
+
+
+class ResyncControl:
+    """A resync asked for on the service's port (``rfmcube-cdc resync``), and its
+    progress in the logs. Only the active instance starts one."""
+
+    PROGRESS_SECONDS = 10.0
+
+    def __init__(
+        self,
+        resync: Resync,
+        *,
+        may_start: Callable[[], bool],
+        role: Callable[[], str],
+        wake_flush: Callable[[], None],
+    ) -> None:
+        self._resync = resync
+        self._may_start = may_start
+        self._role = role
+        self._wake_flush = wake_flush
+
+    def start_resync(self, since_ms: int | None) -> tuple[int, dict[str, Any]]:
+        if not self._may_start():
+            role = self._role()
+            if role == "standby":
+                return 409, {
+                    "role": role,
+                    "message": "this instance stands by: run rfmcube-cdc resync beside the"
+                    " active instance (the one whose rfmcube_cdc_active is 1)",
+                }
+            return 503, {"role": "starting", "message": "this instance is starting: try again"}
+        state, started = self._resync.start(since_ms)
+        if started:
+            log.info(
+                "resync %s started: %d documents owed%s",
+                state.id,
+                state.documents,
+                "" if since_ms is None else f", changed since {since_ms} ms",
+            )
+        self._wake_flush()
+        return 202, {**state.as_json(), "started": started}
+
+    def resync_status(self) -> tuple[int, dict[str, Any]]:
+        state = self._resync.current()
+        if state is None:
+            return 404, {"message": "no resync was asked for"}
+        return 200, state.as_json()
+
+    async def log_progress(self, stopping: asyncio.Event) -> None:
+        """Every 10 s while a resync runs, a progress line (JSON logs: one object)."""
+        while not stopping.is_set():
+            await sleep_or_stop(self.PROGRESS_SECONDS, stopping)
+            state = self._resync.current()
+            if state is None or (
+                state.finished_at is not None and state.finished_at < time.time() - 15
+            ):
+                continue
+            done = state.documents - state.remaining
+            elapsed = max(time.time() - state.started_at, 1e-3)
+            eta = state.remaining / (done / elapsed) if done else None
+            log.info(
+                "resync %s %s: %d of %d documents sent, %d bytes, %d requests%s",
+                state.id,
+                state.state,
+                done,
+                state.documents,
+                state.bytes_sent,
+                state.requests,
+                "" if eta is None or state.state == "done" else f", about {eta:.0f} s left",
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,11 @@
 
 Deletes first, one by one; then one merge or packed imports (see
 :mod:`consumer.delivery.packing`). A 416 splits an import in halves; a 400/422 bisects
-it down to the rejected customer, which is dead-lettered with the API's
-message while the rest goes out. 5xx, timeouts and 429s are retried by the
+it down to the rejected customer, then within it down to the rejected order
+(the customer with half its orders, then the other half; an order alone
+goes with its customer, and the customer alone tells whether the customer
+or the order is refused): only the culprit is dead-lettered, with the API's
+message, and everything else goes out. 5xx, timeouts and 429s are retried by the
 client (:mod:`consumer.delivery.http.client`), forever, without committing anything.
 
 Imports are asynchronous on Rfmcube's side while merges and deletes are not:
@@ -31,11 +34,12 @@ from consumer.delivery.packing import (
     merge_body,
     part_of,
     single_merge,
+    with_orders,
 )
 from consumer.delivery.planner import CustomerGroup, Delete, Plan
 from consumer.errors import ApiRejected, ApiTooLarge
 from consumer.state.obligations import OwedDoc
-from schemas.entities import CustomerIdentity, DocRef
+from schemas.entities import CustomerIdentity, DocRef, Kind
 from schemas.rfmcube import import_process_id
 
 __all__ = ["DeadDoc", "Outcome", "Sender", "SentImport", "Transport"]
@@ -178,7 +182,9 @@ class Dispatch:
             outcome.requests[call] += 1
             self._report(outcome)
 
-    async def _send_import(self, parts: Sequence[Part]) -> None:
+    async def _send_import(self, parts: Sequence[Part]) -> bool:
+        """Send an import of these parts; a refusal splits it, down to the culprit.
+        Returns whether it went out whole."""
         outcome = Outcome()
         outcome.requests["import"] += 1
         try:
@@ -186,22 +192,23 @@ class Dispatch:
                 "import", import_body(parts, trigger_integrations=self._trigger)
             )
         except (ApiTooLarge, ApiRejected) as exc:
-            if len(parts) == 1:
-                (part,) = parts
-                for upsert in part.upserts:
-                    reason = f"import rejected: {exc}"
-                    outcome.dead.append(DeadDoc(upsert.ref, upsert.owed, reason, part.body))
-                self._report(outcome)
-                return
             self._report(outcome)
+            if len(parts) == 1:
+                await self._isolate(parts[0], exc)
+                return False
             half = len(parts) // 2
             log.info("import of %d customers refused (%s): splitting", len(parts), exc.status)
             await self._send_import(parts[:half])
             await self._send_import(parts[half:])
-            return
+            return False
         except BaseException:
             self._report(outcome)  # counted: it went out, or was cut short
             raise
+        self._accepted(outcome, parts, answer)
+        return True
+
+    def _accepted(self, outcome: Outcome, parts: Sequence[Part], answer: dict[str, Any]) -> None:
+        """An import the API accepted: what it carried, and its process to check."""
         carried: dict[DocRef, str | None] = {}
         for part in parts:
             # The container customer is written too, even when it did not change.
@@ -220,6 +227,48 @@ class Dispatch:
         outcome.imports.append(SentImport(process_id, carried))
         outcome.bytes = sum(len(p.body) for p in parts)
         self._report(outcome)
+
+    async def _isolate(self, part: Part, refusal: ApiTooLarge | ApiRejected) -> None:
+        """One customer's part was refused: find the document the API refuses, send
+        the others. Its orders are halved until one is alone with its customer; then
+        the customer alone says which of the two is refused."""
+        orders = [c for c in part.upserts if c.ref[0] is Kind.ORDER]
+        if len(orders) > 1:
+            half = len(orders) // 2
+            log.info("a customer's %d orders refused (%s): splitting", len(orders), refusal.status)
+            await self._send_import([with_orders(part, orders[:half])])
+            await self._send_import([with_orders(part, orders[half:])])
+            return
+        culprits = part.upserts
+        if orders:
+            alone = with_orders(part, [])
+            # The customer without the order: refused too, and the customer is the culprit
+            # (its orders cannot go without it); accepted, and the order is.
+            if await self._send_customer_alone(alone):
+                culprits = tuple(orders)
+        outcome = Outcome()
+        for upsert in culprits:
+            reason = f"import rejected: {refusal}"
+            outcome.dead.append(DeadDoc(upsert.ref, upsert.owed, reason, part.body))
+        self._report(outcome)
+
+    async def _send_customer_alone(self, part: Part) -> bool:
+        """The customer of a refused part without its orders; whether it was accepted
+        (a refusal dead-letters the customer and the orders, by the caller)."""
+        outcome = Outcome()
+        outcome.requests["import"] += 1
+        try:
+            answer = await self._client.send(
+                "import", import_body([part], trigger_integrations=self._trigger)
+            )
+        except (ApiTooLarge, ApiRejected):
+            self._report(outcome)
+            return False
+        except BaseException:
+            self._report(outcome)
+            raise
+        self._accepted(outcome, [part], answer)
+        return True
 
     def _report(self, outcome: Outcome) -> None:
         for dead in outcome.dead:

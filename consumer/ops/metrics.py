@@ -27,10 +27,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from consumer.delivery.http.client import Attempt
+from schemas.debezium import PartitionId
 
 __all__ = ["Metrics", "ServiceState"]
 
-PartitionId = tuple[str, int]
 
 # Request latency: a merge answers in milliseconds, a 200 MB import in minutes.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

@@ -4,14 +4,18 @@ A standby holds no partition of the group, but it keeps its store in step by
 reading every partition outside the group (no commits), from the store's
 applied offsets. It applies records as the active does, obligations
 included, but sends nothing and writes no dead letters. Every few seconds it
-reads the group's committed offsets: the active commits an offset only once
-what the records below it owed was accepted, so an obligation whose records
-are all below the committed offsets was met by the active, and is dropped.
+reads the group's commits: below a commit's floor
+(:class:`consumer.checkpoint.CommitMark`), what the records owed is in
+Rfmcube for sure (imports completed), so an obligation whose records are all
+below the floors was met by the active, and is dropped. The same reading
+says whether the store has caught up with the commits (:attr:`Follower.caught_up`,
+what the standby's readiness reports).
 
 When the standby becomes active, its store holds the rows up to about now and
-owes exactly what records beyond the active's last commit touched: that goes
-out first. The follower also forgets the accepted hashes of the documents it
-touches, since the other instance may have sent them since.
+owes what records beyond the active's floors touched: that goes out first
+(the role fills any gap first: :mod:`consumer.recovery.standby`). The
+follower also forgets the accepted hashes of the documents it touches, since
+the other instance may have sent them since.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from consumer.checkpoint import CommitMark
 from consumer.errors import BrokerUnavailable
 from consumer.ingest import Ingest
 from consumer.source import replay
-from consumer.source.thread import PartitionId, broker_errors, consumer_config, raw_record
+from consumer.source.base import broker_errors, consumer_config, raw_record
 from consumer.state.obligations import Obligations
-from schemas.debezium import RawRecord
+from schemas.debezium import PartitionId, RawRecord
 
 __all__ = ["Follower"]
 
@@ -62,6 +67,8 @@ class Follower:
         self._prune_every = prune_every
         self.records = 0
         self.pruned = 0
+        self.behind = -1  # records the store lacks below the group's commits (-1: unknown)
+        self.checked_at: float | None = None  # when ``behind`` was read (time.monotonic)
 
     async def run(self, keep_following: Callable[[], bool]) -> None:
         """Follow until ``keep_following()`` turns false (the role arrived, or a stop)."""
@@ -94,18 +101,39 @@ class Follower:
         """Drop what the group's commits show delivered (also once more at takeover)."""
         await self._prune()
 
+    def caught_up(self, within: float) -> bool:
+        """Whether the store held every record below the group's commits when they
+        were last read, no longer than ``within`` seconds ago."""
+        return (
+            self.behind == 0
+            and self.checked_at is not None
+            and time.monotonic() - self.checked_at <= within
+        )
+
     async def _prune(self) -> None:
         try:
-            committed = await asyncio.to_thread(self._committed)
+            committed, floors = await asyncio.to_thread(self._commits)
         except BrokerUnavailable as exc:
             log.warning("follower: cannot read the group's offsets (%s)", exc)
             return
-        self.pruned += self._obligations.drop_delivered(committed)
+        self.pruned += self._obligations.drop_delivered(floors)
+        applied = self._ingest.applied
+        behind = sum(max(0, offset - applied.get(tp, 0)) for tp, offset in committed.items())
+        if behind and self.behind == 0:
+            log.info("standing by: %d records behind the active's commits", behind)
+        self.behind, self.checked_at = behind, time.monotonic()
 
-    def _committed(self) -> dict[PartitionId, int]:
+    def _commits(self) -> tuple[dict[PartitionId, int], dict[PartitionId, int]]:
+        """The group's committed offsets, and the floor of each (see CommitMark)."""
         parts = replay.partitions_of(self._bootstrap, self._topics, extra=self._extra)
-        found = replay.committed_offsets(self._bootstrap, self._group, parts, extra=self._extra)
-        return {tp: offset for tp, offset in found.items() if offset is not None}
+        found = replay.committed_marks(self._bootstrap, self._group, parts, extra=self._extra)
+        committed = {tp: mark[0] for tp, mark in found.items() if mark is not None}
+        floors = {
+            tp: CommitMark.decode(mark[1]).floor_at(mark[0])
+            for tp, mark in found.items()
+            if mark is not None
+        }
+        return committed, floors
 
     def _read(
         self,

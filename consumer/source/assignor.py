@@ -56,9 +56,10 @@ from kafka.protocol.consumer.metadata import (
     ConsumerProtocolSubscription,
 )
 
+from schemas.debezium import PartitionId
+
 log = logging.getLogger(__name__)
 
-PartitionId = tuple[str, int]
 
 NO_GENERATION: Final = -1
 # ConsumerProtocolSubscription v2 carries OwnedPartitions (v1, KIP-429) and GenerationId (KIP-792).

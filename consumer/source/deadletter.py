@@ -3,8 +3,11 @@
 A dead letter keeps the original key and value (or, for an entity the API
 rejected, the rejected document) and says why and where it came from in
 headers. Sends are asynchronous; :meth:`DeadLetters.flush` waits for the
-broker's acknowledgement (acks=all) and raises if any dead letter was lost,
-so the service flushes before committing offsets past a dead-lettered record.
+broker's acknowledgement (acks=all) of the dead letters sent before it (or up
+to a count), never for those sent meanwhile, and raises if any dead letter
+was lost, so the service flushes before committing offsets past a
+dead-lettered record. The event loop sends while a thread flushes: the
+bookkeeping is under a lock.
 
 A dead letter never fails for its size. One larger than the producer's
 ``max_request_size`` is cut before it is sent (kafka-python refuses it in
@@ -21,6 +24,7 @@ message that says what to fix, then and at every later flush.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,8 +34,8 @@ import kafka.errors as kafka_errors
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from consumer.errors import RfmcubeCdcError
-from consumer.source.thread import broker_errors
+from consumer.errors import DeadLetterFailed
+from consumer.source.base import broker_errors
 from schemas.debezium import Position, RawRecord
 
 log = logging.getLogger(__name__)
@@ -50,12 +54,6 @@ MAX_REASON_BYTES = 2000
 # The varints of a record's lengths grow by a few bytes at most between two estimates.
 _SLACK = 16
 _SIZE_ERRORS = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError)
-
-
-class DeadLetterFailed(RfmcubeCdcError):
-    """A dead letter was not acknowledged: offsets past it must not be committed.
-
-    The message is one line that says what to fix."""
 
 
 def producer_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,36 +133,30 @@ class _Letter:
     sent_bytes: int = 0
     future: Any = None
     cut: bool = False
+    number: int = 0  # 1, 2, ... in the order sent; kept when it is sent again, cut smaller
 
 
 class DeadLetters:
     """Producer of the dead-letter topic."""
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, *, extra: Mapping[str, Any] | None = None
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        producer: Any = None,
     ) -> None:
         self.topic = topic
-        self.count = 0
+        self.count = 0  # dead letters sent: each has its number, 1 to count
+        self.acknowledged = 0  # every dead letter numbered up to this was acknowledged
         self.truncated = 0
-        self._pending: list[_Letter] = []  # sent, not yet checked by flush()
+        self._lock = threading.Lock()  # the loop sends while a thread flushes
+        self._pending: list[_Letter] = []  # sent, not yet seen acknowledged by flush()
         self._lost: str | None = None  # why a dead letter was lost: sticky
-        config = {
-            "client_id": "rfmcube-cdc-deadletter",
-            "linger_ms": 5,
-            **producer_extra(extra or {}),
-            "bootstrap_servers": bootstrap_servers,
-            "acks": "all",
-            # kafka-python 3.0's idempotent producer fails every later batch of a
-            # partition once one was refused as too large (seen on Kafka 4.1), and a
-            # refused dead letter is sent again, cut smaller. Without idempotence a
-            # retry may write a dead letter twice: never lose one.
-            "enable_idempotence": False,
-        }
-        with broker_errors(f"opening the dead-letter topic {topic}"):
-            self._producer: Any = KafkaProducer(**config)
-            # Fetch the topic's metadata now: a missing topic is a start-up
-            # error, and the first send() then never blocks on it.
-            self._producer.partitions_for(topic)
+        self._producer: Any = producer  # tests: a stand-in whose acknowledgements lag
+        if producer is None:
+            self._producer = _open_producer(bootstrap_servers, topic, extra or {})
         self._max_bytes = int(self._producer.config["max_request_size"])
 
     def send(self, record: RawRecord, reason: str) -> None:
@@ -187,7 +179,8 @@ class DeadLetters:
             self._lose(
                 f"the dead-letter topic {self.topic} refuses a dead letter of"
                 f" {letter.sent_bytes or limit} bytes even with its body cut:"
-                " raise the topic's max.message.bytes (and the producer's max_request_size)"
+                " raise the topic's max.message.bytes (and the producer's max_request_size)",
+                letter,
             )
             return
         key, value, headers = fitted
@@ -201,32 +194,43 @@ class DeadLetters:
                 self.topic,
             )
         try:
-            letter.future = self._producer.send(self.topic, key=key, value=value, headers=headers)
+            future = self._producer.send(self.topic, key=key, value=value, headers=headers)
         except _SIZE_ERRORS:
             # fit() used the producer's own estimate: this is not meant to happen
             self._send(letter, _smaller(letter))
             return
         except Exception as exc:  # closed producer, buffer full past max_block_ms...
-            self._lose(_refusal(self.topic, exc))
+            self._lose(_refusal(self.topic, exc), letter)
             return
-        self._pending.append(letter)
-        self.count += 1
+        with self._lock:
+            letter.future = future
+            if not letter.number:  # a new letter (not one sent again, cut smaller)
+                self.count += 1
+                letter.number = self.count
+                self._pending.append(letter)
 
-    def _lose(self, why: str) -> None:
+    def _lose(self, why: str, letter: _Letter | None = None) -> None:
         log.error("dead letter lost: %s", why)
         if self._lost is None:
             self._lost = why
+        if letter is not None and letter.number:  # lost, not to be waited for again
+            with self._lock:
+                self._pending = [x for x in self._pending if x is not letter]
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Block until the broker acknowledged every dead letter sent so far.
+    def flush(self, timeout: float = 10.0, *, upto: int | None = None) -> None:
+        """Block until the broker acknowledged the dead letters numbered up to ``upto``
+        (default: every one sent before this call); those sent meanwhile are for a
+        later flush.
 
         A dead letter the topic refuses as too large is sent again, cut smaller.
         Raises :class:`DeadLetterFailed` if one was lost, now or before (every
         later flush fails too, so nothing past it commits), or if some are
         still unacknowledged after ``timeout`` seconds."""
+        upto = self.count if upto is None else upto
         deadline = time.monotonic() + timeout
-        while self._pending:
+        while self._waiting_for(upto):
             try:
+                # kafka-python waits for every record sent before this call: ours.
                 self._producer.flush(timeout=max(0.0, deadline - time.monotonic()))
             except kafka_errors.KafkaTimeoutError:
                 break
@@ -239,31 +243,67 @@ class DeadLetters:
                 break
             except Exception as exc:
                 raise DeadLetterFailed(_refusal(self.topic, exc)) from exc
-            pending, self._pending = self._pending, []
-            resent = False
-            for letter in pending:
-                future = letter.future
-                if not future.is_done:
-                    self._pending.append(letter)
-                elif future.failed():
-                    if isinstance(future.exception, _SIZE_ERRORS):
-                        self.count -= 1  # counted again when sent again
-                        self._send(letter, _smaller(letter))
-                        resent = True
-                    else:
-                        self._lose(_refusal(self.topic, future.exception))
-            if not resent:
+            if not self._settle(upto):
                 break
-        if self._pending:
+        waiting = self._waiting_for(upto)
+        if waiting:
             raise DeadLetterFailed(
-                f"{len(self._pending)} dead letters to {self.topic} not acknowledged within"
+                f"{waiting} dead letters to {self.topic} not acknowledged within"
                 f" {timeout:.0f} s: check that the broker is reachable and the topic writable"
             )
         if self._lost is not None:
             raise DeadLetterFailed(self._lost)
+        self.acknowledged = max(self.acknowledged, upto)
+
+    def _waiting_for(self, upto: int) -> int:
+        with self._lock:
+            return sum(1 for letter in self._pending if letter.number <= upto)
+
+    def _settle(self, upto: int) -> bool:
+        """Drop the acknowledged letters up to ``upto``; send again, cut smaller, those
+        refused as too large. True when some were sent again (flush once more)."""
+        too_large: list[_Letter] = []
+        with self._lock:
+            kept: list[_Letter] = []
+            for letter in self._pending:
+                future = letter.future
+                if letter.number > upto or not future.is_done:
+                    kept.append(letter)
+                elif not future.failed():
+                    continue
+                elif isinstance(future.exception, _SIZE_ERRORS):
+                    kept.append(letter)
+                    too_large.append(letter)
+                else:
+                    self._lose(_refusal(self.topic, future.exception))
+            self._pending = kept
+        for letter in too_large:
+            self._send(letter, _smaller(letter))
+        return bool(too_large)
 
     def close(self) -> None:
         self._producer.close(timeout=10)
+
+
+def _open_producer(bootstrap_servers: str, topic: str, extra: Mapping[str, Any]) -> Any:
+    config = {
+        "client_id": "rfmcube-cdc-deadletter",
+        "linger_ms": 5,
+        **producer_extra(extra or {}),
+        "bootstrap_servers": bootstrap_servers,
+        "acks": "all",
+        # kafka-python 3.0's idempotent producer fails every later batch of a
+        # partition once one was refused as too large (seen on Kafka 4.1), and a
+        # refused dead letter is sent again, cut smaller. Without idempotence a
+        # retry may write a dead letter twice: never lose one.
+        "enable_idempotence": False,
+    }
+    with broker_errors(f"opening the dead-letter topic {topic}"):
+        producer = KafkaProducer(**config)
+        # Fetch the topic's metadata now: a missing topic is a start-up
+        # error, and the first send() then never blocks on it.
+        producer.partitions_for(topic)
+    return producer
 
 
 def _smaller(letter: _Letter) -> int:

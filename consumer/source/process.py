@@ -52,21 +52,19 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
-from consumer.errors import RfmcubeCdcError
+from consumer.errors import CommitFailed, RevokeInProgress, RfmcubeCdcError, SourceError
 from consumer.ops.logs import configure
-from consumer.source.thread import (
-    CommitFailed,
-    KafkaSource,
+from consumer.source.base import (
+    CommitOffset,
     OnAssign,
     OnLost,
     OnRevoke,
-    PartitionId,
-    SourceError,
     SourceSettings,
     record_bytes,
     take_batches,
 )
-from schemas.debezium import RawRecord
+from consumer.source.thread import KafkaSource
+from schemas.debezium import PartitionId, RawRecord
 
 __all__ = ["ProcessSource"]
 
@@ -210,8 +208,8 @@ class _Child:
                 await source.commit(args)
             elif name == "committed":
                 result = await source.committed(args)
-            elif name == "committed_by":
-                result = await source.committed_by(args)
+            elif name == "committed_marks":
+                result = await source.committed_marks(args)
             else:
                 raise SourceError(f"unknown command {name!r}")
         except Exception as exc:
@@ -222,8 +220,12 @@ class _Child:
             await asyncio.to_thread(self.send, answer)
 
 
+_ERROR_KINDS: Final = {"revoke": RevokeInProgress, "commit": CommitFailed, "source": SourceError}
+
+
 def _error_of(exc: BaseException) -> tuple[str, str]:
-    kind = "commit" if isinstance(exc, CommitFailed) else "source"
+    """An error of the child's source as it crosses the pipe: its kind, its message."""
+    kind = next(k for k, cls in _ERROR_KINDS.items() if isinstance(exc, cls) or k == "source")
     return kind, str(exc) if isinstance(exc, RfmcubeCdcError) else f"{exc!r}"
 
 
@@ -365,7 +367,7 @@ class ProcessSource:
 
     # -- commands ----------------------------------------------------------------------
 
-    async def commit(self, offsets: Mapping[PartitionId, int]) -> None:
+    async def commit(self, offsets: Mapping[PartitionId, CommitOffset]) -> None:
         if offsets:
             await self._call("commit", dict(offsets))
 
@@ -373,8 +375,12 @@ class ProcessSource:
         result: dict[PartitionId, int | None] = await self._call("committed", list(partitions))
         return result
 
-    async def committed_by(self, partitions: Iterable[PartitionId]) -> set[str]:
-        result: set[str] = await self._call("committed_by", list(partitions))
+    async def committed_marks(
+        self, partitions: Iterable[PartitionId]
+    ) -> dict[PartitionId, tuple[int, str] | None]:
+        result: dict[PartitionId, tuple[int, str] | None] = await self._call(
+            "committed_marks", list(partitions)
+        )
         return result
 
     # -- state -------------------------------------------------------------------------
@@ -439,7 +445,9 @@ class ProcessSource:
     async def _call(self, name: str, args: Any) -> Any:
         self._raise_if_not_running()
         if self._revoking.is_set():
-            raise SourceError("commit()/committed() during on_revoke: return the offsets instead")
+            raise RevokeInProgress(
+                "commit()/committed() during on_revoke: the revocation commits instead"
+            )
         command_id = next(self._ids)
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._answers[command_id] = answer
@@ -465,8 +473,7 @@ class ProcessSource:
             answer.set_result(result)
         else:
             kind, message = error
-            error_class = CommitFailed if kind == "commit" else SourceError
-            answer.set_exception(error_class(message))
+            answer.set_exception(_ERROR_KINDS.get(kind, SourceError)(message))
 
     def _fail_answers(self, message: str) -> None:
         answers, self._answers = self._answers, {}

@@ -18,17 +18,13 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from consumer.errors import RfmcubeCdcError
-from consumer.source.thread import PartitionId, broker_errors, consumer_config, raw_record
-from schemas.debezium import RawRecord
+from consumer.errors import ReplayStalled
+from consumer.source.base import broker_errors, consumer_config, raw_record
+from schemas.debezium import PartitionId, RawRecord
 
 log = logging.getLogger(__name__)
 
 _POLL_TIMEOUT_MS = 500
-
-
-class ReplayStalled(RfmcubeCdcError):
-    """A partition stopped advancing before reaching its end offset."""
 
 
 def _consumer(bootstrap_servers: str, group_id: str | None, extra: Mapping[str, Any]) -> Any:
@@ -93,6 +89,28 @@ def committed_offsets(
         closing(_consumer(bootstrap_servers, group_id, extra or {})) as consumer,
     ):
         return {tp: consumer.committed(TopicPartition(*tp)) for tp in partitions}
+
+
+def committed_marks(
+    bootstrap_servers: str,
+    group_id: str,
+    partitions: Sequence[PartitionId],
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[PartitionId, tuple[int, str] | None]:
+    """The group's commits with their metadata (None where it never committed), asked
+    as :func:`committed_offsets` asks."""
+    if not partitions:
+        return {}
+    with (
+        broker_errors("reading committed offsets"),
+        closing(_consumer(bootstrap_servers, group_id, extra or {})) as consumer,
+    ):
+        found = {tp: consumer.committed(TopicPartition(*tp), metadata=True) for tp in partitions}
+        return {
+            tp: None if c is None else (int(c.offset), str(c.metadata or ""))
+            for tp, c in found.items()
+        }
 
 
 def replay(

@@ -35,133 +35,31 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
-from consumer.errors import BrokerUnavailable, ConfigError, RfmcubeCdcError
+from consumer.errors import CommitFailed, ConfigError, RevokeInProgress, SourceError
 from consumer.source.assignor import NO_GENERATION, HeartbeatLease, SingleActiveAssignor
-from schemas.debezium import RawRecord
+from consumer.source.base import (
+    CommitOffset,
+    OnAssign,
+    OnLost,
+    OnRevoke,
+    SourceSettings,
+    batch_bytes,
+    consumer_config,
+    raw_record,
+    take_batches,
+    to_kafka_offsets,
+)
+from schemas.debezium import PartitionId, RawRecord
 
 log = logging.getLogger(__name__)
 
-PartitionId = tuple[str, int]
-OnRevoke = Callable[[list[PartitionId]], Mapping[PartitionId, int]]
-OnAssign = Callable[[list[PartitionId]], Mapping[PartitionId, int] | None]
-OnLost = Callable[[list[PartitionId]], None]
-
 _T = TypeVar("_T")
-
-MiB: Final = 1024 * 1024
-
-# Consumer settings the service relies on; `extra` may not change them.
-_FORCED_CONSUMER_KEYS: Final = ("bootstrap_servers", "group_id", "enable_auto_commit")
-
-
-@contextmanager
-def broker_errors(what: str) -> Iterator[None]:
-    """Turn kafka-python's errors into :class:`BrokerUnavailable` at the edge."""
-    try:
-        yield
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"{what}: {exc}") from exc
-
-
-class SourceError(RfmcubeCdcError):
-    """The source thread died, was stopped, or could not do what was asked."""
-
-
-class CommitFailed(SourceError):
-    """The broker did not confirm an offset commit (e.g. the group rebalanced)."""
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    bootstrap_servers: str
-    group_id: str
-    topics: tuple[str, ...]
-    client_id: str = "rfmcube-cdc"
-    max_pending_bytes: int = 64 * MiB  # pause above this, resume below half
-    # A command (a commit) waits for the poll in progress: kafka-python's poll has no
-    # wake-up and loops until its timer ends.
-    poll_timeout_ms: int = 50
-    max_poll_records: int = 2000
-    commit_timeout_ms: int = 30_000
-    commit_metadata: str = ""  # written with every commit (the service: its instance id)
-    extra: Mapping[str, Any] = field(default_factory=dict)  # security settings etc.
-    # Every partition to one member of the group; the others stand by (consumer/source/assignor.py).
-    single_active: bool = True
-
-
-def take_batches(ready: deque[list[RawRecord]], max_records: int | None) -> list[RawRecord]:
-    """The first ``max_records`` records of the batches in ``ready`` (all without a
-    bound), in order; what is left of a batch cut short stays at the front."""
-    taken: list[RawRecord] = []
-    while ready and (max_records is None or len(taken) < max_records):
-        batch = ready.popleft()
-        room = len(batch) if max_records is None else max_records - len(taken)
-        if len(batch) > room:
-            ready.appendleft(batch[room:])
-            batch = batch[:room]
-        taken.extend(batch)
-    return taken
-
-
-def record_bytes(record: RawRecord) -> int:
-    """The size the memory bound counts for one record: key, value and headers."""
-    size = len(record.key or b"") + len(record.value or b"")
-    for name, value in record.headers:
-        size += len(name) + len(value or b"")
-    return size
-
-
-def batch_bytes(records: Iterable[RawRecord]) -> int:
-    """What to pass to :meth:`KafkaSource.release` once a batch is done with."""
-    return sum(record_bytes(r) for r in records)
-
-
-def raw_record(message: Any) -> RawRecord:
-    """A kafka-python ``ConsumerRecord`` as the pipeline's :class:`RawRecord`."""
-    return RawRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple((name, value) for name, value in message.headers or ()),
-        timestamp_ms=message.timestamp if message.timestamp is not None else None,
-    )
-
-
-def consumer_config(
-    bootstrap_servers: str, group_id: str | None, extra: Mapping[str, Any], **ours: Any
-) -> dict[str, Any]:
-    """KafkaConsumer keyword arguments: ``ours`` as defaults, ``extra`` on top,
-    except for the keys the service relies on, which ``extra`` may not change."""
-    for key in _FORCED_CONSUMER_KEYS:
-        if key in extra:
-            raise ConfigError(
-                f"kafka.extra.{key}", "is set by the service and cannot be overridden"
-            )
-    return {
-        **ours,
-        **extra,
-        "bootstrap_servers": bootstrap_servers,
-        "group_id": group_id,
-        "enable_auto_commit": False,
-    }
-
-
-def to_kafka_offsets(offsets: Mapping[PartitionId, int], metadata: str = "") -> dict[Any, Any]:
-    return {
-        TopicPartition(topic, partition): OffsetAndMetadata(offset, metadata, -1)
-        for (topic, partition), offset in offsets.items()
-    }
 
 
 @dataclass
@@ -294,7 +192,7 @@ class KafkaSource:
         with self._lock:
             self._pending_bytes = max(0, self._pending_bytes - nbytes)
 
-    async def commit(self, offsets: Mapping[PartitionId, int]) -> None:
+    async def commit(self, offsets: Mapping[PartitionId, CommitOffset]) -> None:
         """Commit "next offset to read" per partition; returns once the broker confirmed.
 
         Only partitions this member owns: a member that lost them and joined
@@ -354,13 +252,18 @@ class KafkaSource:
         """Whether a revocation is being handled (commits wait for its end)."""
         return self._revoking.is_set()
 
-    async def committed_by(self, partitions: Iterable[PartitionId]) -> set[str]:
-        """The metadata of the group's commits of these partitions: who committed them."""
+    async def committed_marks(
+        self, partitions: Iterable[PartitionId]
+    ) -> dict[PartitionId, tuple[int, str] | None]:
+        """The group's commits of these partitions with their metadata (None: never)."""
         wanted = list(partitions)
 
-        def run(consumer: Any) -> set[str]:
-            found = (consumer.committed(TopicPartition(*tp), metadata=True) for tp in wanted)
-            return {c.metadata for c in found if c is not None}
+        def run(consumer: Any) -> dict[PartitionId, tuple[int, str] | None]:
+            found = {tp: consumer.committed(TopicPartition(*tp), metadata=True) for tp in wanted}
+            return {
+                tp: None if c is None else (int(c.offset), str(c.metadata or ""))
+                for tp, c in found.items()
+            }
 
         return await self._call(run)
 
@@ -416,7 +319,9 @@ class KafkaSource:
         self._raise_if_not_running()
         if self._revoking.is_set():
             # The consumer thread is inside poll() until on_revoke returns: a deadlock.
-            raise SourceError("commit()/committed() during on_revoke: return the offsets instead")
+            raise RevokeInProgress(
+                "commit()/committed() during on_revoke: the revocation commits instead"
+            )
         answer: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         self._commands.put(_Command(run, answer))
         if self._failure is not None or self._stopping.is_set():

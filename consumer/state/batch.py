@@ -16,54 +16,58 @@ once they went out too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from consumer.changes.mapping import fill_unavailable
 from consumer.errors import BadRecord
-from consumer.state.store import StateStore, StoredRow
-from schemas.debezium import Position
+from consumer.state.obligations import BatchObligation, Obligations
+from consumer.state.store import StoredRow
+from schemas.debezium import PartitionId, Position
 from schemas.entities import CustomerIdentity, DocRef, EntityChange, Kind, MappedRow, Touch
 from schemas.rfmcube import dumps
 
-__all__ = ["StoreBatch"]
-
-PartitionId = tuple[str, int]
+__all__ = ["StoreBatch", "open_batch"]
 
 
 class _Unstorable(Exception):
     """A row whose fields cannot be written (caught per record: a bad record)."""
 
 
-@dataclass(slots=True)
-class _Owed:
-    """What a batch adds to one document's obligation."""
-
-    seq: int
-    marks: dict[PartitionId, list[int]] = field(default_factory=dict)  # [first, last]
-    deletes: list[tuple[int, CustomerIdentity]] = field(default_factory=list)
-
-    def mark(self, position: Position) -> None:
-        span = self.marks.get((position.topic, position.partition))
-        if span is None:
-            self.marks[(position.topic, position.partition)] = [position.offset, position.offset]
-        else:
-            span[0] = min(span[0], position.offset)
-            span[1] = max(span[1], position.offset)
+@contextmanager
+def open_batch(
+    obligations: Obligations,
+    *,
+    owe: bool = True,
+    forget_accepted: bool = False,
+    guests_follow_deletes: bool = True,
+) -> Iterator[StoreBatch]:
+    """One transaction: the rows of a batch of changes, its offsets and, with
+    ``owe``, the obligations it creates (a restore replays rows only)."""
+    with obligations.store.transaction():
+        batch = StoreBatch(
+            obligations,
+            owe=owe,
+            forget_accepted=forget_accepted,
+            guests_follow_deletes=guests_follow_deletes,
+        )
+        yield batch
+        batch.finish()
 
 
 class StoreBatch:
-    """Used inside :meth:`StateStore.batch`; rows are cached and written at the end."""
+    """Used inside :func:`open_batch`; rows are cached and written at the end."""
 
     def __init__(
         self,
-        store: StateStore,
+        obligations: Obligations,
         *,
         owe: bool = True,
         forget_accepted: bool = False,
         guests_follow_deletes: bool = True,
     ) -> None:
-        self._store = store
+        self._obligations = obligations
+        self._store = store = obligations.store
         self._db = store.db
         self._owe = owe
         self._forget_accepted = forget_accepted
@@ -73,7 +77,8 @@ class StoreBatch:
         # Written rows, with their serialized fields and change time; None: removed.
         self._written: dict[tuple[Kind, str], tuple[StoredRow, bytes, int | None] | None] = {}
         self._offsets: dict[PartitionId, int] = {}
-        self._owed: dict[DocRef, _Owed] = {}
+        self._owed: dict[DocRef, BatchObligation] = {}
+        self._forget: set[DocRef] = set()  # accepted hashes no longer known to be true
         self._arrived: dict[str, Position] = {}  # customer key → the record it came with
         self._emails: dict[str, Position] = {}  # emails whose guest orders move
         self.now = 0.0  # wall clock of the batch: how old an obligation is
@@ -107,19 +112,23 @@ class StoreBatch:
             touches = self._upsert(change) if change.row is not None else self._delete(change)
         except _Unstorable as exc:
             raise BadRecord(change.position, str(exc)) from None
-        if self._owe:
+        if self._owe or self._forget_accepted:
             for touch in touches:
                 self._touch(touch, change.position)
         return touches
 
     def _touch(self, touch: Touch, position: Position) -> None:
+        if self._forget_accepted:
+            self._forget.add(touch.doc)
+        if not self._owe:
+            return
         owed = self._owed.get(touch.doc)
-        seq = self._store.next_seq()
+        seq = self._obligations.next_seq()
         if owed is None:
-            owed = self._owed[touch.doc] = _Owed(seq)
+            owed = self._owed[touch.doc] = BatchObligation(seq)
         if touch.deleted is not None:
             owed.deletes.append((seq, touch.deleted))
-            seq = self._store.next_seq()  # an upsert after it sorts after it
+            seq = self._obligations.next_seq()  # an upsert after it sorts after it
         owed.seq = seq
         owed.mark(position)
 
@@ -194,9 +203,13 @@ class StoreBatch:
     def finish(self) -> None:
         """Write rows, the obligations they create and the offsets (inside the transaction)."""
         self._write_rows()
-        if self._owe:
+        if self._owe or self._forget_accepted:
             self._touch_moved_orders()
+        if self._owe:
             self._write_obligations()
+        if self._forget:
+            self._store.forget_accepted(self._forget)
+            self._forget.clear()
         self._db.executemany(
             "INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?)"
             " ON CONFLICT (topic, partition) DO UPDATE SET next_offset ="
@@ -244,37 +257,5 @@ class StoreBatch:
                 self._touch(Touch((Kind.ORDER, key)), self._emails[email])
 
     def _write_obligations(self) -> None:
-        if not self._owed:
-            return
-        now = self.now
-        db = self._db
-        db.executemany(
-            "INSERT INTO owed (kind, key, seq, since) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
-            [(kind.value, key, o.seq, now) for (kind, key), o in self._owed.items()],
-        )
-        db.executemany(
-            "INSERT INTO owed_marks (kind, key, topic, partition, first_offset, last_offset)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key, topic, partition) DO UPDATE SET"
-            " first_offset = min(first_offset, excluded.first_offset),"
-            " last_offset = max(last_offset, excluded.last_offset)",
-            [
-                (kind.value, key, topic, partition, first, last)
-                for (kind, key), o in self._owed.items()
-                for (topic, partition), (first, last) in o.marks.items()
-            ],
-        )
-        if self._forget_accepted:
-            db.executemany(
-                "DELETE FROM accepted WHERE kind = ? AND key = ?",
-                [(kind.value, key) for kind, key in self._owed],
-            )
-        db.executemany(
-            "INSERT INTO owed_deletes (seq, kind, key, id, email) VALUES (?, ?, ?, ?, ?)",
-            [
-                (seq, kind.value, key, who.id, who.email)
-                for (kind, key), o in self._owed.items()
-                for seq, who in o.deletes
-            ],
-        )
+        self._obligations.write_batch(self._owed, self.now)
         self._owed.clear()

@@ -1,8 +1,11 @@
 """What the service owes the API, kept in the store (see :mod:`consumer.state.store`).
 
-An obligation is written in the same transaction as the rows and offsets of
-the records that create it (:mod:`consumer.state.batch`), and leaves the store
-only when the API accepted it, or when the import that carried it completed:
+This module is the one owner of the obligations' tables: their schema, every
+write and every read. An obligation is written in the same transaction as the
+rows and offsets of the records that create it (a batch of
+:mod:`consumer.state.batch` hands them to :meth:`Obligations.write_batch`),
+and leaves the store only when the API accepted it, or when the import that
+carried it completed:
 
 - ``owed``: a document to bring up to date (``seq`` grows with every change,
   so a send settles only what it saw), with ``since``, when it became owed;
@@ -11,9 +14,14 @@ only when the API accepted it, or when the import that carried it completed:
   the records waiting on it. A partition's commit floor is its applied offset
   lowered to the first offset any obligation still holds;
 - ``imports``: imports accepted whose process is not known to have completed,
-  with the documents and hashes they carried (``import_docs``) and, in
-  ``completed`` acceptance, the records they hold back (``import_marks``).
-  A failed or unknown process puts its documents back as owed.
+  with the documents and hashes they carried (``import_docs``) and the first
+  records they carried per partition (``import_marks``), which hold commits
+  back in ``completed`` acceptance (``holds``) and always lower the floor a
+  commit reports as completed (:mod:`consumer.checkpoint`). A failed or
+  unknown process puts its documents back as owed. A *foreign* import is one
+  another instance had accepted when this one took over (learned from the
+  group's commits): what it carries is unknown, so it counts as carrying every
+  document until it is known to be done.
 """
 
 from __future__ import annotations
@@ -23,12 +31,69 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from consumer.state.store import StateStore
-from schemas.debezium import Position
+from schemas.debezium import PartitionId, Position
 from schemas.entities import CustomerIdentity, DocRef, Kind
 
-__all__ = ["AcceptedImport", "Obligations", "OwedDoc", "PendingImport", "Settlement"]
+__all__ = [
+    "AcceptedImport",
+    "BatchObligation",
+    "Obligations",
+    "OwedDoc",
+    "PendingImport",
+    "Settlement",
+]
 
-PartitionId = tuple[str, int]
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS owed (
+    kind TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, since REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS owed_by_age ON owed (since, seq);
+CREATE TABLE IF NOT EXISTS owed_deletes (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, id TEXT, email TEXT
+);
+CREATE INDEX IF NOT EXISTS owed_deletes_by_doc ON owed_deletes (kind, key);
+CREATE TABLE IF NOT EXISTS owed_marks (
+    kind TEXT NOT NULL, key TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL,
+    PRIMARY KEY (kind, key, topic, partition)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS owed_marks_by_partition ON owed_marks (topic, partition, first_offset);
+CREATE TABLE IF NOT EXISTS imports (
+    process_id TEXT PRIMARY KEY, accepted_at REAL NOT NULL, next_check REAL NOT NULL,
+    checks INTEGER NOT NULL DEFAULT 0, foreign_import INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS import_docs (
+    process_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, hash TEXT,
+    PRIMARY KEY (kind, key, process_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS import_docs_by_process ON import_docs (process_id);
+CREATE TABLE IF NOT EXISTS import_marks (
+    process_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL, holds INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (process_id, topic, partition)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS import_marks_by_partition ON import_marks (topic, partition);
+"""
+
+
+@dataclass(slots=True)
+class BatchObligation:
+    """What one batch of records makes owed for one document: its newest number,
+    the records waiting on it per partition (first and last offset) and the
+    customer deletes that must go out before it, in order."""
+
+    seq: int
+    marks: dict[PartitionId, list[int]] = field(default_factory=dict)  # [first, last]
+    deletes: list[tuple[int, CustomerIdentity]] = field(default_factory=list)
+
+    def mark(self, position: Position) -> None:
+        span = self.marks.get((position.topic, position.partition))
+        if span is None:
+            self.marks[(position.topic, position.partition)] = [position.offset, position.offset]
+        else:
+            span[0] = min(span[0], position.offset)
+            span[1] = max(span[1], position.offset)
 
 
 @dataclass(slots=True)
@@ -87,10 +152,77 @@ class Obligations:
     ) -> None:
         self.store = store
         self.db = store.db
+        if not store.read_only:
+            self.db.executescript(_SCHEMA)
+            self._migrate()
+        found = self.db.execute(
+            "SELECT max(s) FROM (SELECT max(seq) AS s FROM owed"
+            " UNION ALL SELECT max(seq) FROM owed_deletes)"
+        ).fetchone()
+        self._seq = int(found[0] or 0)
         # An import's first check waits this long: most processes are done by
         # then, and a check that finds one running costs a second request.
         self._first_check = first_check
         self._clock = clock
+
+    def _migrate(self) -> None:
+        """Columns a store written by an earlier version lacks (their defaults are
+        what those versions meant)."""
+        for table, column in (("imports", "foreign_import"), ("import_marks", "holds")):
+            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                default = 1 if column == "holds" else 0
+                self.db.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT {default}"
+                )
+
+    # -- numbering -----------------------------------------------------------------
+
+    def last_seq(self) -> int:
+        """The newest obligation's number: a flush takes nothing newer (what changes
+        while it runs is for the next flush)."""
+        return self._seq
+
+    def advance_seq(self, seq: int) -> None:
+        """Numbers up to ``seq`` were given out in SQL (a resync's owed documents)."""
+        self._seq = max(self._seq, seq)
+
+    def next_seq(self) -> int:
+        """A number that orders every obligation ever written (deletes among upserts)."""
+        self._seq += 1
+        return self._seq
+
+    # -- written with a batch of records ---------------------------------------------
+
+    def write_batch(self, owed: Mapping[DocRef, BatchObligation], now: float) -> None:
+        """A batch's obligations, inside its transaction."""
+        if not owed:
+            return
+        db = self.db
+        db.executemany(
+            "INSERT INTO owed (kind, key, seq, since) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
+            [(kind.value, key, o.seq, now) for (kind, key), o in owed.items()],
+        )
+        db.executemany(
+            "INSERT INTO owed_marks (kind, key, topic, partition, first_offset, last_offset)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key, topic, partition) DO UPDATE SET"
+            " first_offset = min(first_offset, excluded.first_offset),"
+            " last_offset = max(last_offset, excluded.last_offset)",
+            [
+                (kind.value, key, topic, partition, first, last)
+                for (kind, key), o in owed.items()
+                for (topic, partition), (first, last) in o.marks.items()
+            ],
+        )
+        db.executemany(
+            "INSERT INTO owed_deletes (seq, kind, key, id, email) VALUES (?, ?, ?, ?, ?)",
+            [
+                (seq, kind.value, key, who.id, who.email)
+                for (kind, key), o in owed.items()
+                for seq, who in o.deletes
+            ],
+        )
 
     # -- owed documents ----------------------------------------------------------
 
@@ -101,11 +233,6 @@ class Obligations:
         found = self.db.execute("SELECT min(since) FROM owed").fetchone()[0]
         return None if found is None else float(found)
 
-    def last_seq(self) -> int:
-        """The newest obligation's number: a flush takes nothing newer (what changes
-        while it runs is for the next flush)."""
-        return self.store.last_seq()
-
     def take(
         self, limit: int, after: tuple[float, int] | None = None, until_seq: int | None = None
     ) -> list[OwedDoc]:
@@ -113,7 +240,7 @@ class Obligations:
         (since, seq) of the last one taken, for the next page; none newer than
         ``until_seq``."""
         since, seq = after if after is not None else (float("-inf"), -1)
-        until = until_seq if until_seq is not None else self.store.last_seq()
+        until = until_seq if until_seq is not None else self._seq
         rows = self.db.execute(
             "SELECT kind, key, seq, since FROM owed WHERE (since, seq) > (?, ?) AND seq <= ?"
             " ORDER BY since, seq LIMIT ?",
@@ -161,7 +288,7 @@ class Obligations:
         Rfmcube is assumed not to hold them: their accepted hashes are dropped, so
         each goes out whatever it held. Returns (documents, first seq, last seq)."""
         now = self._clock()
-        first = self.store.last_seq() + 1
+        first = self._seq + 1
         changed = "(:since IS NULL OR changed_ms >= :since)"
         scope = f"""
             SELECT 'customer' AS kind, key, key AS owner FROM rows
@@ -201,7 +328,7 @@ class Obligations:
                     " FROM resync_scope WHERE owner LIKE '@%')"
                 )
             db.execute("DELETE FROM resync_scope")
-        self.store.advance_seq(first - 1 + count)
+        self.advance_seq(first - 1 + count)
         return count, first, first - 1 + count
 
     def owed_between(self, first: int, last: int) -> int:
@@ -214,7 +341,7 @@ class Obligations:
     def owe(self, refs: Iterable[DocRef]) -> int:
         """Owe these documents again (no record waits on them); returns how many."""
         now = self._clock()
-        rows = [(kind.value, key, self.store.next_seq(), now) for kind, key in refs]
+        rows = [(kind.value, key, self.next_seq(), now) for kind, key in refs]
         with self.store.transaction() as db:
             db.executemany(
                 "INSERT INTO owed (kind, key, seq, since) VALUES (?, ?, ?, ?)"
@@ -304,15 +431,24 @@ class Obligations:
 
     # -- commits -------------------------------------------------------------------
 
-    def commit_floors(self, partitions: Iterable[PartitionId]) -> dict[PartitionId, int]:
+    def commit_floors(
+        self, partitions: Iterable[PartitionId], *, through_imports: bool = False
+    ) -> dict[PartitionId, int]:
         """Per partition, the offset up to which every record was applied and every
-        obligation it created was met: what may be committed."""
+        obligation it created was met: what may be committed. Imports accepted
+        but not yet completed hold it back where they must (``completed``
+        acceptance) or, with ``through_imports``, always: below that floor
+        Rfmcube holds every record's documents for sure."""
         wanted = set(partitions)
         floors = {tp: o for tp, o in self.store.applied_offsets().items() if tp in wanted}
-        for table in ("owed_marks", "import_marks"):
-            for topic, partition, first in self.db.execute(
-                f"SELECT topic, partition, min(first_offset) FROM {table} GROUP BY topic, partition"
-            ):
+        queries = [
+            "SELECT topic, partition, min(first_offset) FROM owed_marks GROUP BY topic, partition",
+            "SELECT topic, partition, min(first_offset) FROM import_marks"
+            + ("" if through_imports else " WHERE holds = 1")
+            + " GROUP BY topic, partition",
+        ]
+        for query in queries:
+            for topic, partition, first in self.db.execute(query):
                 tp = (topic, partition)
                 if tp in floors:
                     floors[tp] = min(floors[tp], int(first))
@@ -333,18 +469,40 @@ class Obligations:
             "INSERT OR REPLACE INTO import_docs (process_id, kind, key, hash) VALUES (?, ?, ?, ?)",
             [(pid, kind.value, key, h) for (kind, key), h in accepted.docs.items()],
         )
-        if accepted.hold_commits:
-            db.executemany(
-                "INSERT INTO import_marks (process_id, topic, partition, first_offset)"
-                " SELECT ?, topic, partition, min(first_offset) FROM owed_marks"
-                " WHERE kind = ? AND key = ? GROUP BY topic, partition"
-                " ON CONFLICT (process_id, topic, partition) DO UPDATE SET"
-                " first_offset = min(first_offset, excluded.first_offset)",
-                [(pid, kind.value, key) for kind, key in accepted.docs],
-            )
+        db.executemany(
+            "INSERT INTO import_marks (process_id, topic, partition, first_offset, holds)"
+            " SELECT ?, topic, partition, min(first_offset), ? FROM owed_marks"
+            " WHERE kind = ? AND key = ? GROUP BY topic, partition"
+            " ON CONFLICT (process_id, topic, partition) DO UPDATE SET"
+            " first_offset = min(first_offset, excluded.first_offset)",
+            [(pid, int(accepted.hold_commits), kind.value, key) for kind, key in accepted.docs],
+        )
 
     def pending_imports(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM imports").fetchone()[0])
+
+    def pending_import_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` pending imports' process ids, the oldest first."""
+        rows = self.db.execute(
+            "SELECT process_id FROM imports ORDER BY accepted_at, process_id LIMIT ?", (limit,)
+        )
+        return [str(pid) for (pid,) in rows]
+
+    def add_foreign_imports(self, process_ids: Iterable[str]) -> list[str]:
+        """Imports another instance had accepted and not seen completed: checked like
+        ours, and until then counted as carrying every document (a delete waits,
+        nothing goes as a merge). Returns the ones not known yet."""
+        now = self._clock()
+        known = set(self.pending_import_ids(1_000_000))
+        new = [pid for pid in dict.fromkeys(process_ids) if pid not in known]
+        with self.store.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO imports"
+                " (process_id, accepted_at, next_check, checks, foreign_import)"
+                " VALUES (?, ?, ?, 0, 1)",
+                [(pid, now, now) for pid in new],
+            )
+        return new
 
     def due_imports(self, now: float, limit: int) -> list[PendingImport]:
         rows = self.db.execute(
@@ -359,11 +517,16 @@ class Obligations:
         return None if found is None else float(found)
 
     def imports_carrying(self, refs: Iterable[DocRef]) -> dict[DocRef, set[str]]:
-        """The pending imports that carry each of these documents."""
+        """The pending imports that carry each of these documents (a foreign one, any)."""
+        refs = list(refs)
+        foreign = {
+            str(pid)
+            for (pid,) in self.db.execute("SELECT process_id FROM imports WHERE foreign_import = 1")
+        }
         by_kind: dict[Kind, list[str]] = {}
         for kind, key in refs:
             by_kind.setdefault(kind, []).append(key)
-        carrying: dict[DocRef, set[str]] = {}
+        carrying: dict[DocRef, set[str]] = {ref: set(foreign) for ref in refs} if foreign else {}
         for kind, keys in by_kind.items():
             for key, pid in self.store.chunked(
                 "SELECT key, process_id FROM import_docs WHERE kind = ? AND key IN ({marks})",

@@ -9,14 +9,13 @@ Embedded SQLite in WAL mode, one file, readable by its owner only. Tables:
 - ``accepted``: the hash of every document Rfmcube accepted, so that an
   unchanged document sends nothing;
 - ``offsets``: per partition, the next offset the store has not applied;
-- the obligations (see :mod:`consumer.state.obligations`): ``owed`` documents to
-  bring up to date, ``owed_deletes`` in the order they happened,
-  ``owed_marks`` (the records waiting on each owed document, per partition)
-  and ``imports`` accepted whose process has not completed yet;
+- ``sends``: when this store's requests went out (the key's budget at a restart);
 - ``meta``: the schema version and the mapping's fingerprint.
 
-Rows, offsets and the obligations they create are written in one
-transaction (:meth:`StateStore.batch`), so a crash never leaves the store
+The obligations' tables (what is owed to the API) belong to
+:mod:`consumer.state.obligations`, their one owner. Rows, offsets and the
+obligations they create are written in one transaction
+(:func:`consumer.state.batch.open_batch`), so a crash never leaves the store
 ahead of what it owes. ``synchronous=NORMAL``: a power loss may drop the last
 transactions, and with them their offsets, so the store is then behind Kafka
 and replays the gap; it is never ahead of what it owes.
@@ -33,12 +32,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from schemas.entities import DocRef, Kind, MappedRow
-
-if TYPE_CHECKING:
-    from consumer.state.batch import StoreBatch
 
 __all__ = ["StateStore", "StoredRow"]
 
@@ -64,35 +60,6 @@ CREATE TABLE IF NOT EXISTS offsets (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS owed (
-    kind TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, since REAL NOT NULL,
-    PRIMARY KEY (kind, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS owed_by_age ON owed (since, seq);
-CREATE TABLE IF NOT EXISTS owed_deletes (
-    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, id TEXT, email TEXT
-);
-CREATE INDEX IF NOT EXISTS owed_deletes_by_doc ON owed_deletes (kind, key);
-CREATE TABLE IF NOT EXISTS owed_marks (
-    kind TEXT NOT NULL, key TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
-    first_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL,
-    PRIMARY KEY (kind, key, topic, partition)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS owed_marks_by_partition ON owed_marks (topic, partition, first_offset);
-CREATE TABLE IF NOT EXISTS imports (
-    process_id TEXT PRIMARY KEY, accepted_at REAL NOT NULL, next_check REAL NOT NULL,
-    checks INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS import_docs (
-    process_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, hash TEXT,
-    PRIMARY KEY (kind, key, process_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS import_docs_by_process ON import_docs (process_id);
-CREATE TABLE IF NOT EXISTS import_marks (
-    process_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
-    first_offset INTEGER NOT NULL, PRIMARY KEY (process_id, topic, partition)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS import_marks_by_partition ON import_marks (topic, partition);
 CREATE TABLE IF NOT EXISTS sends (at REAL NOT NULL);
 """
 
@@ -116,7 +83,7 @@ def _create_private(path: Path) -> None:
 
 
 class StateStore:
-    """SQLite-backed rows, accepted hashes, applied offsets and obligations."""
+    """SQLite-backed rows, accepted hashes, applied offsets, meta and sends."""
 
     def __init__(self, path: str | Path) -> None:
         if str(path) != ":memory:":
@@ -126,12 +93,8 @@ class StateStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         self._migrate()
-        found = self.db.execute(
-            "SELECT max(s) FROM (SELECT max(seq) AS s FROM owed"
-            " UNION ALL SELECT max(seq) FROM owed_deletes)"
-        ).fetchone()
-        self._seq = int(found[0] or 0)
         self._in_transaction = False
+        self.read_only = False
 
     @property
     def instance_id(self) -> str:
@@ -160,8 +123,8 @@ class StateStore:
             raise FileNotFoundError(f"no store at {path}")
         store = cls.__new__(cls)
         store.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        store._seq = 0
         store._in_transaction = False
+        store.read_only = True
         return store
 
     def _migrate(self) -> None:
@@ -172,18 +135,6 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
-
-    def last_seq(self) -> int:
-        return self._seq
-
-    def advance_seq(self, seq: int) -> None:
-        """Numbers up to ``seq`` were given out in SQL (a resync's owed documents)."""
-        self._seq = max(self._seq, seq)
-
-    def next_seq(self) -> int:
-        """A number that orders every obligation ever written (deletes among upserts)."""
-        self._seq += 1
-        return self._seq
 
     # -- transactions ----------------------------------------------------------
 
@@ -204,24 +155,6 @@ class StateStore:
             self.db.execute("COMMIT")
         finally:
             self._in_transaction = False
-
-    @contextmanager
-    def batch(
-        self, *, owe: bool = True, forget_accepted: bool = False, guests_follow_deletes: bool = True
-    ) -> Iterator[StoreBatch]:
-        """One transaction: the rows of a batch of changes, its offsets and, with
-        ``owe``, the obligations it creates (a restore replays rows only)."""
-        from consumer.state.batch import StoreBatch
-
-        with self.transaction():
-            batch = StoreBatch(
-                self,
-                owe=owe,
-                forget_accepted=forget_accepted,
-                guests_follow_deletes=guests_follow_deletes,
-            )
-            yield batch
-            batch.finish()
 
     # -- meta ----------------------------------------------------------------------
 

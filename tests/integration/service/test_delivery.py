@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from testkit.pipeline import Pipeline
-from testkit.shop import Shop, document_of
+from testkit.shop import Shop, document_of, expected_state, state_difference
 from testkit.workbench import committed_offsets, partitions_of, read_topic
 
 
@@ -292,3 +292,29 @@ def test_an_import_that_fails_after_acceptance_is_found_and_sent_again(
     pipeline.wait_equal(shop, timeout=60)
     assert service.stop() == 0
     assert "documents will be sent again" in service.log()
+
+
+def test_only_the_order_the_api_refuses_is_dead_lettered_the_rest_of_its_customer_arrives(
+    pipeline: Pipeline,
+) -> None:
+    shop = pipeline.shop(seed=17)
+    customer = shop.sign_up()
+    orders = [shop.place_order(customer, items=2) for _ in range(3)]
+    others = [shop.sign_up() for _ in range(3)]
+    for other in others:
+        shop.place_order(other, items=1)
+    refused = orders[1]
+    pipeline.api.change(refused_orders=[str(refused)])
+    pipeline.write_shop(shop)
+    service = pipeline.start()
+    pipeline.wait_caught_up(service)
+    assert service.stop() == 0
+
+    want = expected_state(shop)
+    for entry in want["customers"]:
+        entry["orders"] = [o for o in entry["orders"] if o["id"] != str(refused)]
+    state = pipeline.api.state()
+    assert state == want, state_difference(state, want)
+    letters = read_topic(pipeline.bootstrap, pipeline.dead_letters)
+    assert len(letters) == 1, letters
+    assert f"order {refused} is refused" in letters[0], letters

@@ -7,9 +7,9 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from poison.corpus import POISON, Poison, hostile_but_valid
 
 from testkit.pipeline import Pipeline
+from testkit.poison import POISON, Poison, hostile_but_valid
 
 MIB = 1024 * 1024
 Position = tuple[str, int, int]

@@ -24,15 +24,10 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
-from consumer.errors import ConfigError
-from consumer.source.thread import (
-    KafkaSource,
-    PartitionId,
-    SourceError,
-    SourceSettings,
-    batch_bytes,
-)
-from schemas.debezium import RawRecord
+from consumer.errors import ConfigError, SourceError
+from consumer.source.base import SourceSettings, batch_bytes
+from consumer.source.thread import KafkaSource
+from schemas.debezium import PartitionId, RawRecord
 
 pytestmark = pytest.mark.kafka
 

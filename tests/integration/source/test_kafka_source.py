@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from consumer.errors import CommitFailed, SourceError
+from consumer.source.base import SourceSettings, batch_bytes
 from consumer.source.process import ProcessSource
-from consumer.source.thread import KafkaSource, SourceError, SourceSettings, batch_bytes
+from consumer.source.thread import KafkaSource
 from schemas.debezium import RawRecord
 
 pytestmark = pytest.mark.kafka
@@ -365,3 +367,70 @@ def _alive(pid: int) -> bool:
     # A zombie until reaped counts as gone.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split()[2] != "Z"
+
+
+async def test_a_commit_racing_a_revocation_is_left_to_it_and_never_stops_the_source(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    producer: KafkaProducer,
+    source_class: SourceClass,
+) -> None:
+    """The commit loop may ask to commit while the group takes the partitions away:
+    that commit is refused as a CommitFailed (the revocation commits for itself),
+    never as a failure of the source, which the service turns into exit 5."""
+    topic = make_topic("src", 2)
+    produce(producer, topic, 20, 2)
+    group = group_name()
+    loop = asyncio.get_running_loop()
+    raced: list[BaseException | None] = []
+    failures: list[BaseException] = []
+    first: Source
+
+    async def commit_now() -> None:
+        try:
+            await first.commit({(topic, 0): 1})
+        except BaseException as exc:
+            raced.append(exc)
+        else:
+            raced.append(None)
+
+    def on_revoke(partitions: list[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        asyncio.run_coroutine_threadsafe(commit_now(), loop).result(5)
+        return {tp: 2 for tp in partitions}
+
+    async def commit_loop(stop: asyncio.Event) -> None:
+        """What the service's commit loop does, as often as it can."""
+        while not stop.is_set():
+            try:
+                await first.commit({tp: 1 for tp in first.assignment()})
+            except CommitFailed:
+                pass  # refused: the next round, or the next owner, commits
+            except SourceError as exc:
+                if not first.revoking():
+                    failures.append(exc)
+            await asyncio.sleep(0.005)
+
+    shared = {"single_active": False}
+    first = source_class(settings(kafka_bootstrap, topic, group, **shared), on_revoke=on_revoke)
+    first.start(loop)
+    second_assigned: list[list[tuple[str, int]]] = []
+    second = source_class(
+        settings(kafka_bootstrap, topic, group, **shared), on_assign=second_assigned.append
+    )
+    stop = asyncio.Event()
+    hammer = asyncio.create_task(commit_loop(stop))
+    try:
+        await collect(first, 20)
+        second.start(loop)
+        await wait_until(lambda: bool(second_assigned and second_assigned[-1]))
+        stop.set()
+        await hammer
+        assert raced, "the revocation did not run"
+        assert all(isinstance(exc, CommitFailed) for exc in raced), raced
+        assert not failures, failures
+        committed = await second.committed([(topic, 0), (topic, 1)])
+        assert committed == {(topic, 0): 2, (topic, 1): 2}  # what the revocation committed
+    finally:
+        stop.set()
+        await second.stop()
+        await first.stop()

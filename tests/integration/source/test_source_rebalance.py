@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from consumer.source.thread import KafkaSource, SourceSettings, batch_bytes
+from consumer.source.base import SourceSettings, batch_bytes
+from consumer.source.thread import KafkaSource
 from schemas.debezium import RawRecord
 
 pytestmark = pytest.mark.kafka

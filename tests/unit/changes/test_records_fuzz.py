@@ -17,6 +17,8 @@ from consumer.changes.limits import RecordLimits
 from consumer.changes.mapping import Mapping
 from consumer.changes.records import change_of
 from consumer.errors import BadRecord
+from consumer.state.batch import open_batch
+from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
 from schemas.debezium import RawRecord, Skipped
 from schemas.entities import EntityChange
@@ -55,7 +57,9 @@ def outcome_is_sound(
         return
     assert change is None or isinstance(change, EntityChange | Skipped)
     if isinstance(change, EntityChange):
-        with store.batch() as batch:  # what the service does: a failure here stops the stream
+        with open_batch(
+            Obligations(store)
+        ) as batch:  # what the service does: a failure here stops the stream
             batch.apply(change)
         stored = store.get(change.kind, change.key)
         if change.row is not None:
@@ -176,7 +180,7 @@ def test_a_decimal_is_kept_exactly_when_within_the_limits(
     change = change_of(record, HINTS["shop.public.orders"], MAPPING, limits)
     assert isinstance(change, EntityChange) and change.row is not None
     assert change.row.fields["amount"] == number
-    with store.batch() as batch:
+    with open_batch(Obligations(store)) as batch:
         batch.apply(change)
     stored = store.get(change.kind, change.key)
     assert stored is not None and stored.row.fields["amount"] == number

@@ -13,6 +13,8 @@ from consumer.changes.limits import RecordLimits
 from consumer.changes.mapping import Mapping
 from consumer.changes.records import change_of
 from consumer.errors import BadRecord
+from consumer.state.batch import open_batch
+from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
 from schemas.debezium import Position, RawRecord
 from schemas.entities import EntityChange
@@ -61,7 +63,7 @@ def raw(topic: str, record_key: bytes | None, value: bytes | None, offset: int =
 
 def stored_and_read_back(store: StateStore, change: EntityChange) -> None:
     """What the service does with a change: store it, read it back, write it as JSON."""
-    with store.batch() as batch:
+    with open_batch(Obligations(store)) as batch:
         batch.apply(change)
     assert change.row is not None
     stored = store.get(change.kind, change.key)

@@ -22,6 +22,7 @@ from consumer.delivery.http.ratelimit import RateLimiter
 from consumer.delivery.planner import Planner
 from consumer.delivery.processes import ProcessChecker
 from consumer.delivery.sender import Sender
+from consumer.state.batch import open_batch
 from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
 from schemas.debezium import ChangeEvent, Op, Position
@@ -150,7 +151,7 @@ class Harness:
         event = ChangeEvent(position, {"id": row["id"]}, op, before, after)
         change = self.mapping.map_event(event)
         assert change is not None
-        with self.store.batch() as batch:
+        with open_batch(self.obligations) as batch:
             batch.now = self.now
             batch.apply(change)
             batch.set_offsets({(position.topic, 0): position.offset + 1})

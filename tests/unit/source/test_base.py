@@ -7,7 +7,7 @@ from collections import deque
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.source.thread import take_batches
+from consumer.source.base import take_batches
 from schemas.debezium import RawRecord
 
 

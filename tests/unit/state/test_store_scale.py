@@ -18,6 +18,7 @@ from typing import Any
 from consumer.changes.mapping import Mapping
 from consumer.delivery.planner import Planner
 from consumer.delivery.resync import estimate
+from consumer.state.batch import open_batch
 from consumer.state.obligations import Obligations, Settlement
 from consumer.state.store import StateStore
 from schemas.debezium import ChangeEvent, Op, Position
@@ -43,7 +44,7 @@ class Shop:
         self._orders = count(1)
         self._items = count(1)
         self.first_guest_order = 5 * customers + 1
-        with self.store.batch(owe=False) as batch:
+        with open_batch(self.obligations, owe=False) as batch:
             for cid in range(1, customers + 1):
                 for kind, row in self._customer_with_orders(cid):
                     change = self.change(kind, row)
@@ -156,7 +157,7 @@ def test_planning_a_page_reads_its_documents_not_the_whole_store() -> None:
 def _sign_up_with_a_guest_email(shop: Shop) -> None:
     """A customer takes the email of a guest checkout: its orders move to it."""
     email = f"guest{shop.first_guest_order}@x.it"
-    with shop.store.batch() as batch:
+    with open_batch(shop.obligations) as batch:
         batch.apply(shop.change("customer", {**_customer(99_999), "email": email}))
 
 
