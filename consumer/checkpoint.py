@@ -116,13 +116,15 @@ class Committer:
         self._hold_imports = hold_imports  # ``completed`` acceptance
         self._dead_letters = dead_letters
         self.committed: dict[PartitionId, int] = {}
+        self._marks: dict[PartitionId, str] = {}  # the metadata of each last commit
         self.commits = 0
         self.last_commit_at: float | None = None
         self._held_for_imports = False
 
     def due(self, partitions: set[PartitionId]) -> dict[PartitionId, tuple[int, str]]:
         """The floors of these partitions that moved past the last commit, each with
-        its mark (see :class:`CommitMark`)."""
+        its mark (see :class:`CommitMark`); and, at the same offset, those whose mark
+        changed (an import completed: the next owner need not send its documents)."""
         pending = self._obligations.pending_import_ids(MAX_LISTED_IMPORTS + 1)
         if len(pending) > MAX_LISTED_IMPORTS:
             if not self._held_for_imports:
@@ -134,8 +136,12 @@ class Committer:
             return {}
         self._held_for_imports = False
         floors = self._obligations.commit_floors(partitions, through_imports=self._hold_imports)
-        moved = {tp: o for tp, o in floors.items() if o > self.committed.get(tp, -1)}
-        return self.marked(moved, pending)
+        kept = {tp: o for tp, o in floors.items() if o >= self.committed.get(tp, -1)}
+        return {
+            tp: (offset, mark)
+            for tp, (offset, mark) in self.marked(kept, pending).items()
+            if offset > self.committed.get(tp, -1) or mark != self._marks.get(tp)
+        }
 
     def marked(
         self, offsets: Mapping[PartitionId, int], pending: list[str] | None = None
@@ -173,22 +179,24 @@ class Committer:
             return {}
         await self.flush_dead_letters()
         await target.commit(offsets)
-        committed = {tp: offset for tp, (offset, _) in offsets.items()}
-        self.mark_committed(committed)
-        return committed
+        self.mark_committed(offsets)
+        return {tp: offset for tp, (offset, _) in offsets.items()}
 
     async def claim(self, target: CommitTarget, committed: Mapping[PartitionId, int]) -> None:
         """Taking over: the group's offsets committed again under this instance's
         name, before its first request (0 where nothing was committed: the
         beginning, where the group reads from anyway)."""
-        offsets = {tp: committed.get(tp, 0) for tp in target.assignment()}
+        offsets = self.marked({tp: committed.get(tp, 0) for tp in target.assignment()})
         if offsets:
-            await target.commit(self.marked(offsets))
+            await target.commit(offsets)
             self.mark_committed(offsets)
 
-    def mark_committed(self, offsets: Mapping[PartitionId, int]) -> None:
-        for tp, offset in offsets.items():
+    def mark_committed(self, offsets: Mapping[PartitionId, int | tuple[int, str]]) -> None:
+        for tp, committed in offsets.items():
+            offset, mark = committed if isinstance(committed, tuple) else (committed, None)
             self.committed[tp] = max(offset, self.committed.get(tp, -1))
+            if mark is not None:
+                self._marks[tp] = mark
         self.commits += 1
         self.last_commit_at = time.time()
 
@@ -196,6 +204,7 @@ class Committer:
         """Partitions gone to another member: their next owner commits them."""
         for tp in partitions:
             self.committed.pop(tp, None)
+            self._marks.pop(tp, None)
 
     async def run(
         self,

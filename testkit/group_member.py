@@ -2,7 +2,7 @@
 
     python -m testkit.group_member BOOTSTRAP GROUP TOPIC [TOPIC ...]
 
-Writes one JSON object per line to stdout, each with ``t`` (time.monotonic(),
+Writes one JSON object per line to stdout, each with ``t`` (the lease's clock,
 the same clock in every process of the machine):
 
     {"event": "assigned" | "revoked" | "lost", "partitions": [[topic, p], ...]}
@@ -21,10 +21,10 @@ import asyncio
 import json
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
+from consumer.source.assignor import lease_clock
 from consumer.source.base import SourceSettings, batch_bytes
 from consumer.source.thread import KafkaSource
 from schemas.debezium import PartitionId
@@ -36,7 +36,7 @@ _print_lock = threading.Lock()
 
 
 def emit(event: str, **fields: Any) -> None:
-    line = json.dumps({"event": event, "t": time.monotonic(), **fields})
+    line = json.dumps({"event": event, "t": lease_clock(), **fields})
     with _print_lock:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()

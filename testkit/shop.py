@@ -332,6 +332,11 @@ class Shop:
             updated_at=self._tick(),
         )
 
+    def set_newsletter(self, customer_id: int, subscribed: bool) -> None:
+        """A flag set on its own, ``updated_at`` untouched (as many shops do): setting it
+        back makes the very document Rfmcube held before."""
+        self._update("customers", customer_id, newsletter=subscribed)
+
     def touch_unmapped(self, customer_id: int) -> None:
         """A change of a column that is never sent: nothing must go out."""
         self._update("customers", customer_id, password_hash=f"$argon2id$v=19${self.rng.random()}")

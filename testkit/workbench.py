@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -24,6 +27,8 @@ __all__ = [
     "committed_offsets",
     "descendants",
     "end_offsets",
+    "free_port",
+    "http_status",
     "mapping_for_prefix",
     "produce",
     "read_topic",
@@ -34,6 +39,8 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+# Loopback only: never through a proxy from the environment.
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def start_broker() -> str:
@@ -168,6 +175,7 @@ class ServiceProcess:
         self.api_key = api_key
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.health_port: int | None = None  # its service.health_port, when a test set one
 
     def start(self) -> ServiceProcess:
         env = {**os.environ, "RFMCUBE_API_KEY": self.api_key}
@@ -183,6 +191,20 @@ class ServiceProcess:
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP to the service and its consumer process: a long GC, a frozen VM."""
+        assert self.process is not None
+        for pid in [self.process.pid, *descendants(self.process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT to what :meth:`pause` stopped."""
+        assert self.process is not None
+        for pid in [self.process.pid, *descendants(self.process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL: no flush, no commit, as a crash or an OOM kill."""
@@ -208,6 +230,26 @@ class ServiceProcess:
                 return False
             time.sleep(0.2)
         return True
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a service's health server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The status of a GET (None when nothing answers)."""
+    try:
+        with _LOOPBACK.open(url, timeout=timeout) as answer:
+            status: int = answer.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
 
 
 def caught_up(bootstrap: str, group: str, topics: Sequence[str]) -> bool:

@@ -11,6 +11,7 @@ import sqlite3
 
 from consumer.config import Settings
 from consumer.errors import (
+    EXIT_BUG,
     EXIT_STORE,
     ApiFatal,
     DeadLetterFailed,
@@ -24,8 +25,8 @@ log = logging.getLogger("consumer.app.service")
 
 
 def exit_code_for(error: BaseException, settings: Settings) -> int:
-    """The exit code for ``error``, its reason logged; an unknown error is re-raised
-    (a bug: exit 1 with its traceback)."""
+    """The exit code for ``error``, its reason logged; an unknown error is a bug
+    (exit 1: the caller raises it again, for its traceback)."""
     if isinstance(error, ApiFatal):
         log.error("stopping: %s", error)
     elif isinstance(error, DeadLetterFailed):
@@ -46,4 +47,4 @@ def exit_code_for(error: BaseException, settings: Settings) -> int:
         return EXIT_STORE
     if isinstance(error, RfmcubeCdcError) and error.exit_code is not None:
         return error.exit_code
-    raise error
+    return EXIT_BUG

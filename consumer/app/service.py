@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sqlite3
 import threading
@@ -46,6 +47,7 @@ from consumer.delivery.processes import ProcessChecker
 from consumer.delivery.resync import Resync, ResyncControl
 from consumer.delivery.sender import Sender
 from consumer.errors import (
+    EXIT_BUG,
     EXIT_OK,
     ApiFatal,
     BrokerUnavailable,
@@ -80,6 +82,11 @@ GC_THRESHOLD = 50_000  # allocations between young collections (Python's default
 # flush gets its turn between them.
 INGEST_BATCH_RECORDS = 5000
 MAX_DOCUMENTS_PER_FLUSH = 10_000_000  # a flush pages through a whole backlog
+# After the grace (service.shutdown_grace_seconds) the last commit, closing the
+# consumer and the dead-letter producer share this much; then the process exits
+# whatever still waits (a broker that stopped answering), so it always ends within
+# grace + margin of the signal. deploy/ derives terminationGracePeriodSeconds from it.
+SHUTDOWN_MARGIN_SECONDS = 4.0
 
 
 class Service:
@@ -172,6 +179,9 @@ class Service:
         self._streaming = False
         self._restoring: asyncio.Future[int] | None = None
         self.fatal: BaseException | None = None
+        self._grace_ends: float | None = None  # time.monotonic(): the flush stops
+        self._hard_stop: float | None = None  # time.monotonic(): the process ends
+        self._exit_code = EXIT_OK  # what the process exits with if it is cut short
 
     # -- dead letters -------------------------------------------------------------------
 
@@ -227,8 +237,36 @@ class Service:
     def request_stop(self) -> None:
         if not self._stopping.is_set():
             log.info("stop requested: flushing what the grace allows, then committing")
+        self._shutting_down()
+
+    def _shutting_down(self) -> None:
+        """Stop every task; from now on one deadline bounds every step of the stop."""
         self._stop_requested.set()
         self._stopping.set()
+        if self._hard_stop is not None:
+            return
+        grace = self.settings.service.shutdown_grace_seconds
+        self._grace_ends = time.monotonic() + grace
+        self._hard_stop = self._grace_ends + SHUTDOWN_MARGIN_SECONDS
+        watchdog = threading.Timer(grace + SHUTDOWN_MARGIN_SECONDS, self._cut_short)
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _cut_short(self) -> None:
+        """The deadline passed with something still waiting (a lost broker): exit now.
+        Nothing owed is lost: the store is crash-safe, and what was not committed
+        is read again."""
+        log.warning(
+            "stopping took longer than the grace plus %.0f s: exiting now; what was not"
+            " committed is read again at the next start",
+            SHUTDOWN_MARGIN_SECONDS,
+        )
+        logging.shutdown()
+        os._exit(self._exit_code)
+
+    def _left(self, until: float | None, least: float) -> float:
+        """Seconds left until ``until`` (time.monotonic()), ``least`` at least."""
+        return least if until is None else max(least, until - time.monotonic())
 
     async def run(self) -> int:
         loop = self.revocations.loop = asyncio.get_running_loop()
@@ -244,7 +282,7 @@ class Service:
             if health is not None:
                 await health.stop()
             if self._deadletters is not None:
-                self._deadletters.close()
+                self._deadletters.close(timeout=self._left(self._hard_stop, 0.2))
             if await self._restore_ended():
                 self.store.close()
 
@@ -255,9 +293,8 @@ class Service:
         restoring = self._restoring
         if restoring is None or restoring.done():
             return True
-        grace = self.settings.service.shutdown_grace_seconds
         with contextlib.suppress(TimeoutError, Exception):
-            await asyncio.wait_for(asyncio.shield(restoring), grace)
+            await asyncio.wait_for(asyncio.shield(restoring), self._left(self._grace_ends, 0.1))
         return restoring.done()
 
     def _new_source(self) -> Source:
@@ -285,7 +322,8 @@ class Service:
                 return EXIT_OK
             return await self._stream(source)
         finally:
-            await source.stop()
+            self._shutting_down()
+            await source.stop(timeout=self._left(self._hard_stop, 1.0) - 1.0)
             log.info("stopped: %s", orjson.dumps(self.report.stop_stats()).decode())
 
     async def _stream(self, source: Source) -> int:
@@ -384,9 +422,13 @@ class Service:
         stop = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
         failure = next((t for t in done if t is not stop and t.exception() is not None), None)
-        self._stopping.set()
-        self._stop_requested.set()
-        deadline = time.monotonic() + self.settings.service.shutdown_grace_seconds
+        error = failure.exception() if failure is not None else None
+        if error is not None:
+            self.fatal = error
+            self._exit_code = exit_code_for(error, self.settings)
+        self._shutting_down()
+        assert self._grace_ends is not None
+        deadline = self._grace_ends
         for task in others:
             task.cancel()
         # The flush in progress may finish within the grace (it may be retrying
@@ -395,37 +437,49 @@ class Service:
             await asyncio.wait_for(asyncio.shield(flushing), max(0.0, deadline - time.monotonic()))
         flushing.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if failure is not None:
-            error = failure.exception()
-            assert error is not None
-            self.fatal = error
-            return exit_code_for(error, self.settings)
-        await self._final_flush(source, flusher, deadline)
+        if error is not None:
+            if self._exit_code == EXIT_BUG:
+                raise error  # a bug: its traceback, exit 1
+            return self._exit_code
+        await self._final_flush(source, flusher, checker, deadline)
         return EXIT_OK
 
-    async def _final_flush(self, source: Source, flusher: Flusher, deadline: float) -> None:
-        """What the grace allows goes out; then the offsets are committed."""
+    async def _final_flush(
+        self, source: Source, flusher: Flusher, checker: ProcessChecker, deadline: float
+    ) -> None:
+        """What the grace allows goes out, and the imports it can see completed are
+        checked (so that the next owner need not send their documents again); then
+        the offsets are committed."""
+        obligations, limiter = self.obligations, self.limiter
         try:
-            while (
-                self.obligations.owed_count()
-                and self._is_active()
-                and time.monotonic() + self.limiter.next_free_in() < deadline
-            ):
-                await asyncio.sleep(self.limiter.next_free_in())
-                progressed = await asyncio.wait_for(
-                    asyncio.shield(flusher.flush_once()), max(0.1, deadline - time.monotonic())
-                )
-                if not progressed:
+            while self._is_active() and time.monotonic() + limiter.next_free_in() < deadline:
+                due = obligations.due_imports(time.time() + limiter.next_free_in() + 0.5, 1)
+                if obligations.owed_count():
+                    await asyncio.sleep(limiter.next_free_in())
+                    progressed = await asyncio.wait_for(
+                        asyncio.shield(flusher.flush_once()), max(0.1, deadline - time.monotonic())
+                    )
+                    if not progressed and not due:
+                        break
+                elif due:
+                    await asyncio.wait_for(
+                        asyncio.shield(checker.check(due[0])), max(0.1, deadline - time.monotonic())
+                    )
+                elif obligations.pending_imports():
+                    await asyncio.sleep(0.2)  # a process still running: its next check
+                else:
                     break
         except TimeoutError:
             log.warning("grace period over: what is still owed stays in the store")
         except (ApiFatal, NotActive) as exc:
             log.warning("final flush stopped: %s", exc)
-        # The last commit gets what is left of the grace, and a few seconds at least.
+        # The last commit gets what is left of the grace, and two seconds at least,
+        # leaving the consumer's close its share of the margin.
+        assert self._hard_stop is not None
+        budget = min(self._left(deadline, 2.0), self._left(self._hard_stop, 0.5) - 2.0)
         with contextlib.suppress(TimeoutError, CommitFailed, SourceError, DeadLetterFailed):
             await asyncio.wait_for(
-                asyncio.shield(self.committer.commit_or_wait(source)),
-                max(3.0, deadline - time.monotonic()),
+                asyncio.shield(self.committer.commit_or_wait(source)), max(0.5, budget)
             )
 
     # -- health ------------------------------------------------------------------------

@@ -115,27 +115,37 @@ class Role:
         marks = {tp: CommitMark.decode(mark[1]) for tp, mark in found.items() if mark is not None}
         floors = {tp: marks[tp].floor_at(committed[tp]) for tp in committed}
 
-        replayed = await first_of(
-            in_daemon_thread(lambda: self._restorer.catch_up(committed, floors), "catch-up"),
-            self._stopping,
-        )
-        if replayed is None:
+        instance = self._store.instance_id
+        listed = [pid for mark in marks.values() for pid in mark.imports]
+
+        def settle_the_store() -> tuple[int, int, list[str], int]:
+            """In a thread: replaying and adopting may take seconds in a large shop."""
+            replayed = self._restorer.catch_up(committed, floors)
+            dropped = self._obligations.drop_delivered(floors)
+            adopted, documents = self._obligations.adopt_imports(listed, floors, committed)
+            return replayed, dropped, adopted, documents
+
+        settled = await first_of(in_daemon_thread(settle_the_store, "take-over"), self._stopping)
+        if settled is None:
             return  # stopping
+        replayed, dropped, adopted, documents = settled
         if replayed:
             log.info("taking over: %d records the store lacked were applied first", replayed)
-        dropped = self._obligations.drop_delivered(floors)
-        instance = self._store.instance_id
+        if adopted:
+            log.info(
+                "taking over: %d imports the instance before did not see completed (%d"
+                " documents they may carry): checked, and their documents sent again if"
+                " one failed",
+                len(adopted),
+                documents,
+            )
         others = sorted({mark.instance for mark in marks.values()} - {instance})
-        foreign = self._obligations.add_foreign_imports(
-            pid for mark in marks.values() if mark.instance != instance for pid in mark.imports
-        )
         log.info(
             "taking over: the store followed up to %d records; %d documents owed (%d the"
-            " commits showed delivered); %d imports of the instance before to check",
+            " commits showed delivered)",
             self.follower.records,
             self._obligations.owed_count(),
             dropped,
-            len(foreign),
         )
         self._budget(others)
         try:

@@ -261,6 +261,14 @@ class SingleActiveAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
             log.info("standing by: %s is active (generation %d)", self.active_member, generation)
 
 
+def lease_clock() -> float:
+    """Seconds on a clock that keeps counting while the machine is suspended
+    (``CLOCK_BOOTTIME``; the monotonic clock stands still then): a lease must run
+    out during a suspension as the broker's session does. One clock for every
+    process of the machine (the consumer's process and the service's)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class HeartbeatLease:
     """Until when this member may act as the owner of its partitions.
 
@@ -278,11 +286,10 @@ class HeartbeatLease:
     a heartbeat sent earlier cannot renew it.
     """
 
-    def __init__(
-        self, session_timeout_ms: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, session_timeout_ms: int, clock: Callable[[], float] | None = None) -> None:
         self._session = session_timeout_ms / 1000
-        self._clock = clock
+        self._clock = clock or lease_clock
+        self._sent_at: float | None = None  # the heartbeat in flight, on the lease's clock
         self._lock = threading.Lock()
         self._anchor: float | None = None
         self._voided_at = float("-inf")
@@ -317,13 +324,16 @@ class HeartbeatLease:
         kafka-python runs one heartbeat at a time and stamps ``last_send``
         before sending it, so ``last_send`` at acknowledgement is that
         heartbeat's send time; every loss of membership goes through
-        ``reset_generation``. Both run on kafka-python's monotonic clock. A
-        completed join enables heartbeats (``_enable_heartbeat``); the first
-        one is then sent after ``retry_backoff_ms``."""
+        ``reset_generation``. kafka-python stamps it on its monotonic clock,
+        which stands still while the machine is suspended: the lease stamps
+        the same moment on its own clock (``sent_heartbeat``). A completed join
+        enables heartbeats (``_enable_heartbeat``); the first one is then sent
+        after ``retry_backoff_ms``."""
         try:
             coordinator = consumer._coordinator
             heartbeat = coordinator.heartbeat
             acknowledge = heartbeat.received_heartbeat
+            stamp = heartbeat.sent_heartbeat
             reset_generation = coordinator.reset_generation
             enable_heartbeat = coordinator._enable_heartbeat
             heartbeat.last_send  # noqa: B018
@@ -334,8 +344,13 @@ class HeartbeatLease:
                 "the single-active lease cannot follow the group membership"
             ) from exc
 
+        def sent() -> None:
+            stamp()
+            self._sent_at = self._clock()
+
         def acknowledged() -> None:
-            self.renew(heartbeat.last_send)
+            if self._sent_at is not None:
+                self.renew(self._sent_at)
             acknowledge()
 
         def reset(*args: Any, **kwargs: Any) -> Any:
@@ -350,6 +365,7 @@ class HeartbeatLease:
             enable_heartbeat()
             heartbeat.heartbeat_failed = True
 
+        heartbeat.sent_heartbeat = sent
         heartbeat.received_heartbeat = acknowledged
         coordinator.reset_generation = reset
         coordinator._enable_heartbeat = enable_soon

@@ -157,8 +157,8 @@ class Source(Protocol):
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Join the group and start reading; records arrive through :meth:`get`."""
 
-    async def stop(self) -> None:
-        """Stop reading and leave the group, committing nothing."""
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Stop reading and leave the group, committing nothing, ``timeout`` s at most."""
 
     async def get(self, max_records: int | None = None) -> list[RawRecord]:
         """The records read since the last call, at most ``max_records`` (waits for one)."""

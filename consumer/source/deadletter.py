@@ -281,8 +281,8 @@ class DeadLetters:
             self._send(letter, _smaller(letter))
         return bool(too_large)
 
-    def close(self) -> None:
-        self._producer.close(timeout=10)
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.close(timeout=timeout)
 
 
 def _open_producer(bootstrap_servers: str, topic: str, extra: Mapping[str, Any]) -> Any:

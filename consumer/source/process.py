@@ -26,9 +26,9 @@ The guarantees are those of the in-process source:
   revocation when it handles it; it drops the ones of revoked partitions
   the service has not taken, and the child reads them again if the
   partition comes back (:meth:`KafkaSource.resume_from`).
-- Leases: the deadline is on ``time.monotonic()``, one clock for both
-  processes on Linux; the parent's copy lags by at most one status message,
-  so it errs early.
+- Leases: the deadline is on the lease's clock (``CLOCK_BOOTTIME``), one
+  clock for both processes on Linux; the parent's copy lags by at most one
+  status message, so it errs early.
 - A dead child (killed, crashed) ends the pipe: :meth:`get` and every
   command raise :class:`SourceError`, and the service exits rather than
   stalls. A dead parent ends the pipe too: the child closes its consumer,
@@ -45,7 +45,6 @@ import multiprocessing
 import queue
 import signal
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from typing import Any, Final
 
 from consumer.errors import CommitFailed, RevokeInProgress, RfmcubeCdcError, SourceError
 from consumer.ops.logs import configure
+from consumer.source.assignor import lease_clock
 from consumer.source.base import (
     CommitOffset,
     OnAssign,
@@ -64,6 +64,7 @@ from consumer.source.base import (
     take_batches,
 )
 from consumer.source.thread import KafkaSource
+from consumer.waiting import in_daemon_thread
 from schemas.debezium import PartitionId, RawRecord
 
 __all__ = ["ProcessSource"]
@@ -322,19 +323,20 @@ class ProcessSource:
         self._reader = threading.Thread(target=self._read, name="kafka-source-pipe", daemon=True)
         self._reader.start()
 
-    async def stop(self) -> None:
-        """Ask the child to close its consumer (committing nothing) and wait for it."""
+    async def stop(self, timeout: float = STOP_GRACE_SECONDS) -> None:
+        """Ask the child to close its consumer (committing nothing) and wait for it,
+        ``timeout`` seconds at most; then it is killed."""
         self._stopping = True
         if self._process is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._send(("stop",))
-            await asyncio.to_thread(self._process.join, STOP_GRACE_SECONDS)
+            await in_daemon_thread(lambda: self._process.join(max(0.1, timeout - 1.0)))
             if self._process.is_alive():
                 log.warning("the Kafka source process did not stop in time; killing it")
                 self._process.kill()
-                await asyncio.to_thread(self._process.join, 5)
+                await in_daemon_thread(lambda: self._process.join(1.0))
         if self._reader is not None:
-            await asyncio.to_thread(self._reader.join, 5)
+            await in_daemon_thread(lambda: self._reader.join(1.0) if self._reader else None)
         self._fail_answers("the source is stopped")
         self._wake.set()
 
@@ -413,7 +415,7 @@ class ProcessSource:
             status = self._status
         if not status.leased:
             return True
-        return status.active_until is not None and time.monotonic() < status.active_until
+        return status.active_until is not None and lease_clock() < status.active_until
 
     def active_until(self) -> float | None:
         with self._lock:

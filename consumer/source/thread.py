@@ -42,7 +42,11 @@ from typing import Any, TypeVar
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
 from consumer.errors import CommitFailed, ConfigError, RevokeInProgress, SourceError
-from consumer.source.assignor import NO_GENERATION, HeartbeatLease, SingleActiveAssignor
+from consumer.source.assignor import (
+    NO_GENERATION,
+    HeartbeatLease,
+    SingleActiveAssignor,
+)
 from consumer.source.base import (
     CommitOffset,
     OnAssign,
@@ -55,6 +59,7 @@ from consumer.source.base import (
     take_batches,
     to_kafka_offsets,
 )
+from consumer.waiting import in_daemon_thread
 from schemas.debezium import PartitionId, RawRecord
 
 log = logging.getLogger(__name__)
@@ -290,18 +295,22 @@ class KafkaSource:
         return self._lease is not None
 
     def active_until(self) -> float | None:
-        """The lease's deadline on ``time.monotonic()`` while owning partitions
+        """The lease's deadline on its clock (:func:`lease_clock`) while owning partitions
         (None without partitions or before the first acknowledged heartbeat)."""
         with self._lock:
             if not self._assigned:
                 return None
         return None if self._lease is None else self._lease.valid_until()
 
-    async def stop(self) -> None:
-        """Stop polling, close the consumer (committing nothing) and join the thread."""
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Stop polling, close the consumer (committing nothing) and join the thread,
+        ``timeout`` seconds at most: a consumer stuck on a lost broker is left behind
+        (its thread is a daemon), never waited for."""
         self._stopping.set()
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+            await in_daemon_thread(lambda: self._thread.join(timeout) if self._thread else None)
+            if self._thread.is_alive():
+                log.warning("the Kafka consumer did not close within %.0f s: left behind", timeout)
         self._fail_commands(SourceError("the source is stopped"))
         self._wake.set()
 

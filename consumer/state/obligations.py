@@ -19,9 +19,11 @@ carried it completed:
   back in ``completed`` acceptance (``holds``) and always lower the floor a
   commit reports as completed (:mod:`consumer.checkpoint`). A failed or
   unknown process puts its documents back as owed. A *foreign* import is one
-  another instance had accepted when this one took over (learned from the
-  group's commits): what it carries is unknown, so it counts as carrying every
-  document until it is known to be done.
+  another instance had accepted and not seen completed when this one took over
+  (learned from the group's commits, :meth:`Obligations.adopt_imports`): it is
+  taken to carry every document the records between the commits' floor and
+  their offset touched; with none known, every document
+  (``unknown_docs``).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ CREATE TABLE IF NOT EXISTS owed_marks (
 CREATE INDEX IF NOT EXISTS owed_marks_by_partition ON owed_marks (topic, partition, first_offset);
 CREATE TABLE IF NOT EXISTS imports (
     process_id TEXT PRIMARY KEY, accepted_at REAL NOT NULL, next_check REAL NOT NULL,
-    checks INTEGER NOT NULL DEFAULT 0, foreign_import INTEGER NOT NULL DEFAULT 0
+    checks INTEGER NOT NULL DEFAULT 0, unknown_docs INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS import_docs (
     process_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, hash TEXT,
@@ -168,7 +170,7 @@ class Obligations:
     def _migrate(self) -> None:
         """Columns a store written by an earlier version lacks (their defaults are
         what those versions meant)."""
-        for table, column in (("imports", "foreign_import"), ("import_marks", "holds")):
+        for table, column in (("imports", "unknown_docs"), ("import_marks", "holds")):
             columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
                 default = 1 if column == "holds" else 0
@@ -488,21 +490,78 @@ class Obligations:
         )
         return [str(pid) for (pid,) in rows]
 
-    def add_foreign_imports(self, process_ids: Iterable[str]) -> list[str]:
-        """Imports another instance had accepted and not seen completed: checked like
-        ours, and until then counted as carrying every document (a delete waits,
-        nothing goes as a merge). Returns the ones not known yet."""
+    def adopt_imports(
+        self,
+        process_ids: Iterable[str],
+        floors: Mapping[PartitionId, int],
+        committed: Mapping[PartitionId, int],
+    ) -> tuple[list[str], int]:
+        """Imports another instance accepted and did not see completed (named by the
+        group's commits, whose floors their records lowered): checked like ours.
+        What the records between a partition's floor and its committed offset made
+        owed, and nothing later, is what they may have carried: it becomes theirs,
+        no longer owed (sent again if one fails; deletes of those customers wait
+        for them). Returns the imports not known here and the documents adopted."""
         now = self._clock()
         known = set(self.pending_import_ids(1_000_000))
         new = [pid for pid in dict.fromkeys(process_ids) if pid not in known]
+        if not new:
+            return [], 0
+        ranges = [
+            (topic, partition, floors.get((topic, partition), end), end)
+            for (topic, partition), end in committed.items()
+            if floors.get((topic, partition), end) < end
+        ]
         with self.store.transaction() as db:
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS adopt_ranges (topic TEXT, partition INTEGER,"
+                " floor INTEGER, committed INTEGER, PRIMARY KEY (topic, partition))"
+            )
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS adopted (kind TEXT, key TEXT,"
+                " PRIMARY KEY (kind, key)) WITHOUT ROWID"
+            )
+            db.execute("DELETE FROM adopt_ranges")
+            db.execute("DELETE FROM adopted")
+            db.executemany("INSERT INTO adopt_ranges VALUES (?, ?, ?, ?)", ranges)
+            # Every record waiting on the document lies in a range: no later change.
+            db.execute(
+                "INSERT INTO adopted SELECT m.kind, m.key FROM owed_marks m"
+                " LEFT JOIN adopt_ranges r ON r.topic = m.topic AND r.partition = m.partition"
+                " AND m.first_offset >= r.floor AND m.last_offset < r.committed"
+                " GROUP BY m.kind, m.key HAVING count(r.topic) = count(*)"
+            )
+            adopted = int(db.execute("SELECT count(*) FROM adopted").fetchone()[0])
             db.executemany(
                 "INSERT OR IGNORE INTO imports"
-                " (process_id, accepted_at, next_check, checks, foreign_import)"
-                " VALUES (?, ?, ?, 0, 1)",
-                [(pid, now, now) for pid in new],
+                " (process_id, accepted_at, next_check, checks, unknown_docs)"
+                " VALUES (?, ?, ?, 0, ?)",
+                [(pid, now, now, int(adopted == 0)) for pid in new],
             )
-        return new
+            for pid in new:
+                db.execute(
+                    "INSERT OR IGNORE INTO import_docs (process_id, kind, key, hash)"
+                    " SELECT ?, kind, key, NULL FROM adopted",
+                    (pid,),
+                )
+            # They keep the floor this instance's commits report where it was, so
+            # that whoever comes next still knows those records' documents are unsure.
+            db.executemany(
+                "INSERT OR IGNORE INTO import_marks"
+                " (process_id, topic, partition, first_offset, holds) VALUES (?, ?, ?, ?, 0)",
+                [
+                    (pid, topic, partition, floor)
+                    for pid in new
+                    for topic, partition, floor, _ in ranges
+                ],
+            )
+            for table in ("owed", "owed_marks", "owed_deletes"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM adopted a"
+                    f" WHERE a.kind = {table}.kind AND a.key = {table}.key)"
+                )
+            db.execute("DELETE FROM adopted")
+        return new, adopted
 
     def due_imports(self, now: float, limit: int) -> list[PendingImport]:
         rows = self.db.execute(
@@ -517,11 +576,12 @@ class Obligations:
         return None if found is None else float(found)
 
     def imports_carrying(self, refs: Iterable[DocRef]) -> dict[DocRef, set[str]]:
-        """The pending imports that carry each of these documents (a foreign one, any)."""
+        """The pending imports that carry each of these documents (one whose documents
+        are unknown: every one)."""
         refs = list(refs)
         foreign = {
             str(pid)
-            for (pid,) in self.db.execute("SELECT process_id FROM imports WHERE foreign_import = 1")
+            for (pid,) in self.db.execute("SELECT process_id FROM imports WHERE unknown_docs = 1")
         }
         by_kind: dict[Kind, list[str]] = {}
         for kind, key in refs:

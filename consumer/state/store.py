@@ -77,9 +77,13 @@ def loads_fields(blob: bytes) -> dict[str, Any]:
 
 
 def _create_private(path: Path) -> None:
-    """Create the file readable and writable by its owner only (it holds shop data)."""
+    """The file readable and writable by its owner only (it holds shop data): created
+    so, or tightened (a store created before that rule, or copied with a wider mode)."""
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and file.stat().st_mode & 0o077:
+            file.chmod(0o600)
 
 
 class StateStore:

@@ -25,6 +25,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
 from consumer.errors import ConfigError, SourceError
+from consumer.source.assignor import lease_clock
 from consumer.source.base import SourceSettings, batch_bytes
 from consumer.source.thread import KafkaSource
 from schemas.debezium import PartitionId, RawRecord
@@ -356,7 +357,7 @@ def test_the_standby_takes_over_from_a_killed_active_at_its_committed_offsets(
     assert standby.named("assigned") == []
 
     active.signal(signal.SIGKILL)
-    killed_at = time.monotonic()
+    killed_at = lease_clock()
     taken = standby.wait_for(all_of(everything), timeout=FAILOVER_BOUND_S + 5)
     failover = taken["t"] - killed_at
     print(f"\nSIGKILL -> standby holds all {len(everything)} partitions: {failover:.2f} s")
@@ -389,7 +390,7 @@ def test_a_paused_active_is_fenced_and_told_it_lost_its_partitions(
     assert before["active"] and len(before["partitions"]) == len(everything)
 
     zombie.signal(signal.SIGSTOP)  # a pause longer than the session: GC, a frozen VM...
-    stopped_at = time.monotonic()
+    stopped_at = lease_clock()
     taken = standby.wait_for(all_of(everything), timeout=FAILOVER_BOUND_S + 5)
     standby.wait_for(lambda e: len(standby.records()) >= 18, timeout=20)
     standby.send("commit")
@@ -402,7 +403,7 @@ def test_a_paused_active_is_fenced_and_told_it_lost_its_partitions(
     rewind = " ".join(f"{t}:{p}:0" for t, p in sorted(everything))
     zombie.send("status", f"commit {rewind}", "status")
     zombie.signal(signal.SIGCONT)
-    resumed_at = time.monotonic()
+    resumed_at = lease_clock()
     status = zombie.wait_for(lambda e: e["event"] == "status", timeout=10, after=seen)
     refused = zombie.wait_for(lambda e: e["event"] == "commit", timeout=20, after=seen)
     lost = zombie.wait_for(lambda e: e["event"] == "lost", timeout=20, after=seen)

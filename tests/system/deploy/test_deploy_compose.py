@@ -83,7 +83,7 @@ def test_postgres_decodes_logically_and_loads_the_reference_shop(
     )
     # The schema first, then the rows (the entrypoint runs them in name order).
     assert [host for _, host in scripts] == [
-        REPO / "e2e" / "shop.sql",
+        REPO / "testkit" / "e2e" / "shop.sql",
         REPO / "deploy" / "compose" / "seed.sql",
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +26,7 @@ from consumer.source.assignor import (
     PartitionId,
     SingleActiveAssignor,
     assign_single_active,
+    lease_clock,
 )
 
 TOPICS = ("shop.customers", "shop.orders", "shop.items")
@@ -359,10 +361,12 @@ class Coordinator:
 def test_the_lease_follows_kafka_pythons_heartbeats() -> None:
     coordinator = Coordinator()
     heartbeat = coordinator.heartbeat
-    lease = HeartbeatLease(6000)
+    clock = Clock()
+    lease = HeartbeatLease(6000, clock=clock)
     lease.attach(SimpleNamespace(_coordinator=coordinator))
     heartbeat.sent_heartbeat()
-    sent = heartbeat.last_send
+    sent = clock.now
+    clock.now += 0.2  # the answer comes later
     assert lease.valid_until() is None  # sent, not yet acknowledged
     heartbeat.received_heartbeat()
     assert lease.valid_until() == sent + 6.0 and lease.valid()
@@ -370,6 +374,27 @@ def test_the_lease_follows_kafka_pythons_heartbeats() -> None:
     heartbeat.sent_heartbeat()
     heartbeat.fail_heartbeat()
     assert lease.valid_until() == sent + 6.0
+
+
+def test_a_suspension_runs_the_lease_out_though_kafka_pythons_clock_stood_still() -> None:
+    """kafka-python stamps heartbeats on the monotonic clock, which stands still while
+    a VM is suspended; the broker's session does not: neither may the lease."""
+    coordinator = Coordinator()
+    heartbeat = coordinator.heartbeat
+    clock = Clock()
+    lease = HeartbeatLease(6000, clock=clock)
+    lease.attach(SimpleNamespace(_coordinator=coordinator))
+    heartbeat.sent_heartbeat()
+    heartbeat.received_heartbeat()
+    assert lease.valid()
+    clock.now += 30  # suspended for 30 s: no monotonic time passed
+    assert not lease.valid()
+
+
+def test_the_lease_counts_on_a_clock_that_counts_suspension() -> None:
+    lease = HeartbeatLease(6000)
+    assert lease._clock is lease_clock
+    assert abs(lease_clock() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 1.0
 
 
 def test_the_first_heartbeat_after_a_join_goes_out_at_once() -> None:
