@@ -14,8 +14,9 @@ ARG PYTHON_BASE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac
 FROM ${PYTHON_BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# The service's distribution only: consumer and schemas (no emulator, no tests).
-COPY pyproject.toml README.md ./
+# The service's distribution only: consumer and schemas (no emulator, no tests),
+# with LICENSE, which its metadata names (license-files).
+COPY pyproject.toml README.md LICENSE ./
 COPY consumer ./consumer
 COPY schemas ./schemas
 RUN python -m venv --without-pip /opt/rfmcube-cdc \

@@ -97,7 +97,7 @@ def test_no_emulator_or_test_code_in_the_runtime_image() -> None:
             assert not re.search(r"emulator|tests|bench|e2e", rest), (stage.name, keyword, rest)
     (build,) = [stage for stage in behind if stage.name == "build"]
     copied = {part for rest in build.all("COPY") for part in rest.split()[:-1]}
-    assert copied == {"pyproject.toml", "README.md", "consumer", "schemas"}
+    assert copied == {"pyproject.toml", "README.md", "LICENSE", "consumer", "schemas"}
 
 
 def test_the_emulator_is_a_target_of_its_own() -> None:
@@ -118,7 +118,14 @@ def test_the_build_context_holds_only_what_the_images_install() -> None:
     ]
     assert lines[0] == "*"
     included = {line[1:].removesuffix("/**") for line in lines if line.startswith("!")}
-    assert included == {"pyproject.toml", "README.md", "consumer", "schemas", "emulator"}
+    assert included == {
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "consumer",
+        "schemas",
+        "emulator",
+    }
 
 
 def build_wheel(source: Path, out: Path) -> zipfile.ZipFile:
@@ -159,6 +166,9 @@ def test_the_service_wheel_holds_no_emulator(source_copy: Path, tmp_path: Path) 
     }
     assert "consumer/default_mapping.yaml" in names and "consumer/py.typed" in names
     assert "Requires-Dist: pydantic-settings" in metadata
+    # The licence travels with the wheel (and so with the image).
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "rfmcube_cdc-0.1.0.dist-info/licenses/LICENSE" in names
 
 
 def test_the_emulator_is_its_own_distribution(source_copy: Path, tmp_path: Path) -> None:
@@ -169,3 +179,11 @@ def test_the_emulator_is_its_own_distribution(source_copy: Path, tmp_path: Path)
     assert packages == {"emulator", "rfmcube_emulator-0.1.0.dist-info"}
     assert "emulator/__main__.py" in names and "emulator/pyproject.toml" not in names
     assert "Name: rfmcube-emulator" in metadata
+    assert "License-Expression: Apache-2.0" in metadata
+
+
+def test_the_licence_is_apache_2_0() -> None:
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("Copyright 2026 The rfmcube-cdc authors\n")
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
