@@ -70,9 +70,42 @@ def stages_behind(target: str, stages: list[Stage]) -> list[Stage]:
 
 def test_every_stage_starts_from_the_base_pinned_by_digest() -> None:
     arguments, stages = parse_dockerfile()
-    pinned = r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}"
-    assert re.fullmatch(pinned, arguments["PYTHON_BASE"])
+    pinned = r"python:3\.11-slim-bookworm@sha256:([0-9a-f]{64})"
+    match = re.fullmatch(pinned, arguments["PYTHON_BASE"])
+    assert match
     assert {stage.base for stage in stages} == {"${PYTHON_BASE}"}
+    # The comment above the pin says where the digest was read, to the commit.
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    comment = " ".join(
+        line.lstrip("# ") for line in text[: text.index("ARG PYTHON_BASE=")].splitlines()
+    )
+    assert re.search(
+        r"Where the digest was read: .*github\.com/docker-library/repo-info, "
+        r"repos/python/remote/3\.11-slim-bookworm\.md at commit [0-9a-f]{40}",
+        comment,
+    ), comment
+    assert "docker buildx imagetools inspect python:3.11-slim-bookworm" in comment
+
+
+def test_the_service_is_installed_from_the_lock_with_hashes() -> None:
+    """The runtime dependencies come only from requirements.lock.txt, each file
+    checked against its hash; the project itself adds none (--no-deps)."""
+    _, stages = parse_dockerfile()
+    (build,) = [stage for stage in stages if stage.name == "build"]
+    copied = build.index("COPY", r"^requirements\.lock\.txt ")
+    locked = build.index("RUN", r"--require-hashes --no-deps .*-r requirements\.lock\.txt")
+    project = build.index("RUN", r"install --no-deps --no-index /tmp/wheels/")
+    assert copied < locked < project
+    # Every pip in the build either installs the lock with hashes or reaches no
+    # index at all: nothing unchecked is downloaded.
+    for rest in build.all("RUN"):
+        for command in re.split(r"&&", rest):
+            if re.match(r"\s*pip\s", command):
+                assert ("--require-hashes" in command and "--no-deps" in command) or (
+                    "--no-index" in command and "--no-deps" in command
+                ), command
+    # Built with the base image's setuptools, not one fetched for the build.
+    assert "--no-build-isolation" in build.steps[project][1]
 
 
 def test_the_runtime_image_runs_as_uid_10001_and_owns_its_data_directory() -> None:
@@ -97,7 +130,14 @@ def test_no_emulator_or_test_code_in_the_runtime_image() -> None:
             assert not re.search(r"emulator|tests|bench|e2e", rest), (stage.name, keyword, rest)
     (build,) = [stage for stage in behind if stage.name == "build"]
     copied = {part for rest in build.all("COPY") for part in rest.split()[:-1]}
-    assert copied == {"pyproject.toml", "README.md", "LICENSE", "consumer", "schemas"}
+    assert copied == {
+        "requirements.lock.txt",
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "consumer",
+        "schemas",
+    }
 
 
 def test_the_emulator_is_a_target_of_its_own() -> None:
@@ -122,6 +162,7 @@ def test_the_build_context_holds_only_what_the_images_install() -> None:
         "pyproject.toml",
         "README.md",
         "LICENSE",
+        "requirements.lock.txt",
         "consumer",
         "schemas",
         "emulator",
