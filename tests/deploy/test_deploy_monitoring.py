@@ -1,14 +1,16 @@
-"""deploy/components/prometheus: the alerts, as the example overlay renders them. The
-rules pass promtool's checks and their unit tests (tests/deploy/rules/: every alert
-seen firing and not firing); every query of the rules parses with Prometheus' own
-parser and names only metrics that the service exports, that the rules record, or
-that the kubelet, kube-state-metrics and Prometheus provide.
+"""deploy/components/prometheus: the alerts and the Grafana dashboard, as the example
+overlay renders them. The rules pass promtool's checks and their unit tests
+(tests/deploy/rules/: every alert seen firing and not firing); every query of the
+rules and of the dashboard parses with Prometheus' own parser and names only metrics
+that the service exports, that the rules record, or that the kubelet,
+kube-state-metrics and Prometheus provide.
 
 promtool (github.com/prometheus/prometheus/cmd/promtool) is built by scripts/promtool
 from the Go module proxy on first use: several minutes, once per machine."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -30,7 +32,7 @@ Manifest = dict[str, Any]
 # --- the metrics the service exports: the one list to switch ---------------------------
 # Metric families by (name, type), as prometheus_client names them (a counter without
 # its _total). EXPORTED is read off consumer/metrics.py by hand; TO_ADD are those the
-# rules need that the service does not export yet (issue #21). To
+# rules and the dashboard need that the service does not export yet (issue #21). To
 # read the service's real registry instead, replace both with:
 #     from consumer.metrics import Metrics
 #     SERVICE_FAMILIES = {(f.name, f.type) for f in Metrics(state).registry.collect()}
@@ -61,10 +63,11 @@ EXPORTED = {
 TO_ADD = {
     ("rfmcube_cdc_freshness_seconds", "histogram"),  # label call
     ("rfmcube_cdc_api_failing_seconds", "gauge"),  # 0 from the first scrape
+    ("rfmcube_cdc_build_info", "gauge"),  # label version, value 1
 }
 SERVICE_FAMILIES = EXPORTED | TO_ADD
 
-# Metrics of others that the rules read.
+# Metrics of others that the rules and the dashboard read.
 OTHERS = {
     "up": "Prometheus, per scraped target",
     "kubelet_volume_stats_available_bytes": "the kubelet",
@@ -146,6 +149,20 @@ def rules_dir(groups: list[dict[str, Any]], tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def dashboard(rendered: list[Manifest]) -> dict[str, Any]:
+    config_map = only(rendered, "ConfigMap", "rfmcube-cdc-grafana-dashboard")
+    (text,) = config_map["data"].values()
+    found: dict[str, Any] = json.loads(text)
+    return found
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # inside collapsed rows
+
+
 # --- the alerts -----------------------------------------------------------------------
 
 
@@ -201,6 +218,50 @@ def test_every_alert_is_tested_firing_and_not_firing(groups: list[dict[str, Any]
     assert (firing | quiet) - names == set(), "tests of alerts that do not exist"
 
 
+# --- the dashboard --------------------------------------------------------------------
+
+
+# Every panel the issue asks for, by its title, and a metric it must show.
+PANELS = {
+    "Throughput": "rfmcube_cdc_records_total",
+    "Requests a minute, by call and status": "rfmcube_cdc_requests_total",
+    "Consumer lag": "rfmcube_cdc_consumer_lag_records",
+    "Owed documents": "rfmcube_cdc_owed_documents",
+    "Age of the oldest owed document": "rfmcube_cdc_owed_age_seconds",
+    "Freshness p50 and p99, by call": "rfmcube_cdc_freshness_seconds_bucket",
+    "Rate limit free slots": "rfmcube_cdc_rate_limit_free_slots",
+    "Dead letters": "rfmcube_cdc_dead_letters_total",
+    "Active replicas": "rfmcube_cdc_active",
+    "Import processes, by outcome": "rfmcube_cdc_import_processes_total",
+}
+
+
+def test_the_dashboard_is_a_config_map_grafana_loads(rendered: list[Manifest]) -> None:
+    config_map = only(rendered, "ConfigMap", "rfmcube-cdc-grafana-dashboard")
+    # kube-prometheus-stack's dashboard sidecar: this label, any namespace by default.
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    # A fixed name: a hash suffix would leave every old copy for the sidecar to load.
+    assert config_map["metadata"]["name"] == "rfmcube-cdc-grafana-dashboard"
+    ((key, text),) = config_map["data"].items()
+    assert key.endswith(".json")
+    assert text == (COMPONENT / "grafana-dashboard.json").read_text(encoding="utf-8")
+
+
+def test_the_dashboard_has_a_panel_for_each_question(
+    promtool: str, dashboard: dict[str, Any]
+) -> None:
+    assert dashboard["uid"] == "rfmcube-cdc"
+    by_title = {panel["title"]: panel for panel in panels(dashboard)}
+    for title, metric in PANELS.items():
+        assert title in by_title, f"no panel {title!r}"
+        names = {n for t in by_title[title]["targets"] for n in selector_names(t["expr"])}
+        assert metric in names, f"{title!r} does not show {metric}"
+    # Every query goes to the data source picked in the dashboard's variable.
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
 # --- every query names metrics that exist ---------------------------------------------
 
 MARK = "rfmcube_probe"
@@ -238,11 +299,24 @@ def selector_names(expr: str) -> list[str]:
     return _PARSED[expr]
 
 
+def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            yield f"panel {panel['title']!r}", target["expr"]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            # Grafana's label_values(selector, label): the selector is PromQL.
+            match = re.fullmatch(r"label_values\((.+),\s*\w+\)", variable["query"]["query"])
+            assert match, variable["query"]
+            yield f"variable {variable['name']}", match[1]
+
+
 def test_every_query_names_only_metrics_that_exist(
-    promtool: str, groups: list[dict[str, Any]]
+    promtool: str, groups: list[dict[str, Any]], dashboard: dict[str, Any]
 ) -> None:
     recorded = {rule["record"] for rule in rules_of(groups) if "record" in rule}
     queries = [(f"rule {r.get('alert') or r['record']}", r["expr"]) for r in rules_of(groups)]
+    queries += list(dashboard_queries(dashboard))
     unknown = []
     for where, expr in queries:
         for name in selector_names(expr):
