@@ -238,7 +238,8 @@ PANELS = {
 
 def test_the_dashboard_is_a_config_map_grafana_loads(rendered: list[Manifest]) -> None:
     config_map = only(rendered, "ConfigMap", "rfmcube-cdc-grafana-dashboard")
-    # kube-prometheus-stack's dashboard sidecar: this label, any namespace by default.
+    # Grafana's dashboard sidecar loads ConfigMaps with this label (from the namespaces
+    # its searchNamespace names: this one must be among them).
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     # A fixed name: a hash suffix would leave every old copy for the sidecar to load.
     assert config_map["metadata"]["name"] == "rfmcube-cdc-grafana-dashboard"
