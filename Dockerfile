@@ -3,10 +3,15 @@
 #   docker build -t rfmcube-cdc .                            # the service (target runtime)
 #   docker build --target emulator -t rfmcube-emulator .     # the API emulator, for compose
 #
-# The base is python:3.11-slim-bookworm pinned by digest, so a rebuild gets the
-# same base until someone moves the pin on purpose (Renovate or Dependabot
-# can). The digest is the one public Dockerfiles pin for that tag
-# (e.g. peiyang-z6/BandStructure_AI_Project); check it before a release with
+# The base is python:3.11-slim-bookworm pinned by digest (the multi-arch
+# index), so a rebuild gets the same base until someone moves the pin on
+# purpose (Renovate or Dependabot can). Where the digest was read: Docker's
+# official-images metadata, github.com/docker-library/repo-info,
+# repos/python/remote/3.11-slim-bookworm.md at commit
+# 40cdaf34215d6a292f2c62798b194d67d4b1ad55 (Python 3.11.16, Debian bookworm
+# of 2026-09-18, images built 2026-09-19; 5 platforms, amd64 and arm64
+# among them). It was read from that repository, not from Docker Hub itself:
+# check it before a release with
 #   docker buildx imagetools inspect python:3.11-slim-bookworm
 ARG PYTHON_BASE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
@@ -14,12 +19,23 @@ ARG PYTHON_BASE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac
 FROM ${PYTHON_BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# The service's distribution only: consumer and schemas (no emulator, no tests).
-COPY pyproject.toml README.md ./
+# The runtime dependencies first, exactly as locked (make lock): every file
+# checked against its sha256, wheels only (slim has no compiler), nothing
+# resolved here (--no-deps). This layer stays cached until the lock changes.
+COPY requirements.lock.txt ./
+RUN python -m venv --without-pip /opt/rfmcube-cdc \
+    && pip --python /opt/rfmcube-cdc/bin/python install \
+       --require-hashes --no-deps --only-binary=:all: -r requirements.lock.txt
+# Then the service's distribution only: consumer and schemas (no emulator, no
+# tests), with LICENSE, which its metadata names (license-files).
+COPY pyproject.toml README.md LICENSE ./
 COPY consumer ./consumer
 COPY schemas ./schemas
-RUN python -m venv --without-pip /opt/rfmcube-cdc \
-    && pip --python /opt/rfmcube-cdc/bin/python install .
+# Built by the base image's own setuptools (79.0.1 in this digest, pinned with
+# it) without an index, and installed without dependencies: they all came
+# from the lock above.
+RUN pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /tmp/wheels . \
+    && pip --python /opt/rfmcube-cdc/bin/python install --no-deps --no-index /tmp/wheels/*.whl
 
 # --- the emulator (test support: its own distribution and image) -----------
 FROM ${PYTHON_BASE} AS emulator-build

@@ -60,3 +60,9 @@ clean:
 	scripts/postgres stop || true
 	scripts/kafka stop || true
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# --- the image's lock (requirements.lock.txt, installed by the Dockerfile) ---
+# Regenerates it from pyproject.toml with uv; ARGS=--upgrade moves every pin.
+.PHONY: lock
+lock:
+	scripts/lock $(ARGS)

@@ -70,9 +70,42 @@ def stages_behind(target: str, stages: list[Stage]) -> list[Stage]:
 
 def test_every_stage_starts_from_the_base_pinned_by_digest() -> None:
     arguments, stages = parse_dockerfile()
-    pinned = r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}"
-    assert re.fullmatch(pinned, arguments["PYTHON_BASE"])
+    pinned = r"python:3\.11-slim-bookworm@sha256:([0-9a-f]{64})"
+    match = re.fullmatch(pinned, arguments["PYTHON_BASE"])
+    assert match
     assert {stage.base for stage in stages} == {"${PYTHON_BASE}"}
+    # The comment above the pin says where the digest was read, to the commit.
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    comment = " ".join(
+        line.lstrip("# ") for line in text[: text.index("ARG PYTHON_BASE=")].splitlines()
+    )
+    assert re.search(
+        r"Where the digest was read: .*github\.com/docker-library/repo-info, "
+        r"repos/python/remote/3\.11-slim-bookworm\.md at commit [0-9a-f]{40}",
+        comment,
+    ), comment
+    assert "docker buildx imagetools inspect python:3.11-slim-bookworm" in comment
+
+
+def test_the_service_is_installed_from_the_lock_with_hashes() -> None:
+    """The runtime dependencies come only from requirements.lock.txt, each file
+    checked against its hash; the project itself adds none (--no-deps)."""
+    _, stages = parse_dockerfile()
+    (build,) = [stage for stage in stages if stage.name == "build"]
+    copied = build.index("COPY", r"^requirements\.lock\.txt ")
+    locked = build.index("RUN", r"--require-hashes --no-deps .*-r requirements\.lock\.txt")
+    project = build.index("RUN", r"install --no-deps --no-index /tmp/wheels/")
+    assert copied < locked < project
+    # Every pip in the build either installs the lock with hashes or reaches no
+    # index at all: nothing unchecked is downloaded.
+    for rest in build.all("RUN"):
+        for command in re.split(r"&&", rest):
+            if re.match(r"\s*pip\s", command):
+                assert ("--require-hashes" in command and "--no-deps" in command) or (
+                    "--no-index" in command and "--no-deps" in command
+                ), command
+    # Built with the base image's setuptools, not one fetched for the build.
+    assert "--no-build-isolation" in build.steps[project][1]
 
 
 def test_the_runtime_image_runs_as_uid_10001_and_owns_its_data_directory() -> None:
@@ -97,7 +130,14 @@ def test_no_emulator_or_test_code_in_the_runtime_image() -> None:
             assert not re.search(r"emulator|tests|bench|e2e", rest), (stage.name, keyword, rest)
     (build,) = [stage for stage in behind if stage.name == "build"]
     copied = {part for rest in build.all("COPY") for part in rest.split()[:-1]}
-    assert copied == {"pyproject.toml", "README.md", "consumer", "schemas"}
+    assert copied == {
+        "requirements.lock.txt",
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "consumer",
+        "schemas",
+    }
 
 
 def test_the_emulator_is_a_target_of_its_own() -> None:
@@ -118,7 +158,15 @@ def test_the_build_context_holds_only_what_the_images_install() -> None:
     ]
     assert lines[0] == "*"
     included = {line[1:].removesuffix("/**") for line in lines if line.startswith("!")}
-    assert included == {"pyproject.toml", "README.md", "consumer", "schemas", "emulator"}
+    assert included == {
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "requirements.lock.txt",
+        "consumer",
+        "schemas",
+        "emulator",
+    }
 
 
 def build_wheel(source: Path, out: Path) -> zipfile.ZipFile:
@@ -159,6 +207,9 @@ def test_the_service_wheel_holds_no_emulator(source_copy: Path, tmp_path: Path) 
     }
     assert "consumer/default_mapping.yaml" in names and "consumer/py.typed" in names
     assert "Requires-Dist: pydantic-settings" in metadata
+    # The licence travels with the wheel (and so with the image).
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "rfmcube_cdc-0.1.0.dist-info/licenses/LICENSE" in names
 
 
 def test_the_emulator_is_its_own_distribution(source_copy: Path, tmp_path: Path) -> None:
@@ -169,3 +220,11 @@ def test_the_emulator_is_its_own_distribution(source_copy: Path, tmp_path: Path)
     assert packages == {"emulator", "rfmcube_emulator-0.1.0.dist-info"}
     assert "emulator/__main__.py" in names and "emulator/pyproject.toml" not in names
     assert "Name: rfmcube-emulator" in metadata
+    assert "License-Expression: Apache-2.0" in metadata
+
+
+def test_the_licence_is_apache_2_0() -> None:
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("Copyright 2026 The rfmcube-cdc authors\n")
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text

@@ -47,6 +47,17 @@ def only(rendered: list[Manifest], kind: str) -> Manifest:
     return found[0]
 
 
+def service_config_map(rendered: list[Manifest]) -> Manifest:
+    """The service's configuration (the other ConfigMap is Grafana's dashboard)."""
+    found = [
+        m
+        for m in rendered
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"].startswith("rfmcube-cdc-config")
+    ]
+    assert len(found) == 1, f"{len(found)} configuration ConfigMaps"
+    return found[0]
+
+
 def secret_data(rendered: list[Manifest], prefix: str) -> dict[str, str]:
     secrets = [m for m in rendered if m["kind"] == "Secret"]
     found = [s for s in secrets if s["metadata"]["name"].startswith(prefix)]
@@ -94,7 +105,7 @@ def load_as_the_pod_would(
             (folder / name).write_text(text, encoding="utf-8")
         return folder
 
-    config_map = only(rendered, "ConfigMap")
+    config_map = service_config_map(rendered)
     materialize("config", config_map["data"])
     materialize("api-key", secret_data(rendered, "rfmcube-cdc-api-key-"))
     secrets = materialize("kafka-credentials", secret_data(rendered, "rfmcube-cdc-kafka-"))
@@ -130,7 +141,7 @@ def test_the_rendered_configuration_is_accepted_by_the_service(
 
 
 def test_the_paths_in_the_configuration_are_the_pods_mounts(rendered: list[Manifest]) -> None:
-    raw = yaml.safe_load(only(rendered, "ConfigMap")["data"]["config.yaml"])
+    raw = yaml.safe_load(service_config_map(rendered)["data"]["config.yaml"])
     key_file = PurePosixPath(raw["api"]["key_file"])
     assert key_file.parent == mount_of(rendered, "api-key")
     assert key_file.name in secret_data(rendered, "rfmcube-cdc-api-key-")
@@ -200,7 +211,7 @@ def test_a_disruption_takes_one_replica_at_a_time(rendered: list[Manifest]) -> N
 
 
 def test_configuration_edits_roll_the_pods(rendered: list[Manifest]) -> None:
-    config_map = only(rendered, "ConfigMap")
+    config_map = service_config_map(rendered)
     name = config_map["metadata"]["name"]
     # A content hash in the name: an edit makes a new ConfigMap and a new pod template.
     assert name.startswith("rfmcube-cdc-config-") and len(name) > len("rfmcube-cdc-config-")
@@ -220,7 +231,7 @@ def test_secrets_stay_out_of_config_maps_and_the_environment(rendered: list[Mani
     config_maps = yaml.safe_dump([m for m in rendered if m["kind"] == "ConfigMap"])
     for value in values:
         assert value not in config_maps
-    raw = yaml.safe_load(only(rendered, "ConfigMap")["data"]["config.yaml"])
+    raw = yaml.safe_load(service_config_map(rendered)["data"]["config.yaml"])
     assert "sasl_plain_password" not in raw["kafka"]["extra"]
     assert "key" not in raw["api"]
     assert not [e for e in container(rendered).get("env", []) if "value" in e]
