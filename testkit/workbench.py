@@ -192,10 +192,12 @@ class ServiceProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def pause(self) -> None:
-        """SIGSTOP to the service and its consumer process: a long GC, a frozen VM."""
+    def pause(self, *, consumer_too: bool = True) -> None:
+        """SIGSTOP to the service and its consumer process (a long GC, a frozen VM);
+        without ``consumer_too``, the consumer process goes on (it stays in the group)."""
         assert self.process is not None
-        for pid in [self.process.pid, *descendants(self.process.pid)]:
+        children = descendants(self.process.pid) if consumer_too else []
+        for pid in [self.process.pid, *children]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
 

@@ -65,21 +65,23 @@ def _stop_all(instances: list[ServiceProcess]) -> None:
 
 
 def test_a_standby_behind_the_commits_replays_them_before_it_acts(pipeline: Pipeline) -> None:
-    """The standby is frozen while the active delivers deletes, item moves and new
-    orders, and is killed; the standby wakes up and takes over with a store that
-    lacks all of it. It must apply them before it sends: later changes to the
-    same orders and customers go out whole, deleted customers stay deleted."""
+    """The standby's service process is frozen (its consumer process, in the group,
+    is not) while the active delivers deletes, item moves and new orders, and is
+    killed: the group gives the standby every partition, and it wakes up to take
+    over with a store that lacks all of it, its follower never given the chance
+    to catch up. It must apply them before it sends: later changes to the same
+    orders and customers go out whole, deleted customers stay deleted."""
     shop = pipeline.shop(seed=171)
     ids = [shop.sign_up() for _ in range(12)]
     orders = [shop.place_order(c, items=2) for c in ids[:8]]
     pipeline.write_shop(shop)
     first = _start(pipeline, "a")
     until(lambda: "active for 9 partitions" in first.log(), 30, "an active", first.log)
-    second = _start(pipeline, "b")
+    second = _start(pipeline, "b", kafka={"consumer_process": True})
     until(lambda: _ready(second), 60, "a ready standby", second.log)
     _all_committed(pipeline)
 
-    second.pause()
+    second.pause(consumer_too=False)
     gap = len(shop.records)
     new_orders = [shop.place_order(c, items=3) for c in ids[8:]]
     moved = next(i for i, item in shop.items.items() if item["order_id"] == orders[0])
@@ -91,7 +93,7 @@ def test_a_standby_behind_the_commits_replays_them_before_it_acts(pipeline: Pipe
     _all_committed(pipeline)
     pipeline.wait_equal(shop, timeout=30)
     first.kill()
-    time.sleep(8)  # past the dead member's session: the group gives the standby everything
+    time.sleep(9)  # past the dead member's session: the group gives the standby everything
     second.resume()
     until(lambda: "taking over" in second.log(), 60, "the takeover", second.log)
 
