@@ -499,9 +499,10 @@ class Obligations:
         """Imports another instance accepted and did not see completed (named by the
         group's commits, whose floors their records lowered): checked like ours.
         What the records between a partition's floor and its committed offset made
-        owed, and nothing later, is what they may have carried: it becomes theirs,
-        no longer owed (sent again if one fails; deletes of those customers wait
-        for them). Returns the imports not known here and the documents adopted."""
+        owed is what they may have carried: it becomes theirs (sent again if one
+        fails; deletes of those customers wait for them), and no longer owed
+        unless a later record changed it too. Returns the imports not known here
+        and the documents adopted."""
         now = self._clock()
         known = set(self.pending_import_ids(1_000_000))
         new = [pid for pid in dict.fromkeys(process_ids) if pid not in known]
@@ -518,18 +519,22 @@ class Obligations:
                 " floor INTEGER, committed INTEGER, PRIMARY KEY (topic, partition))"
             )
             db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS adopted (kind TEXT, key TEXT,"
+                "CREATE TEMP TABLE IF NOT EXISTS adopted (kind TEXT, key TEXT, settled INTEGER,"
                 " PRIMARY KEY (kind, key)) WITHOUT ROWID"
             )
             db.execute("DELETE FROM adopt_ranges")
             db.execute("DELETE FROM adopted")
             db.executemany("INSERT INTO adopt_ranges VALUES (?, ?, ?, ?)", ranges)
-            # Every record waiting on the document lies in a range: no later change.
+            # A record waiting on the document lies in a range: they may carry it;
+            # settled when every one does (no later change to send).
             db.execute(
-                "INSERT INTO adopted SELECT m.kind, m.key FROM owed_marks m"
+                "INSERT INTO adopted SELECT m.kind, m.key,"
+                " sum(coalesce(m.first_offset >= r.floor AND m.last_offset < r.committed, 0))"
+                " = count(*)"
+                " FROM owed_marks m"
                 " LEFT JOIN adopt_ranges r ON r.topic = m.topic AND r.partition = m.partition"
-                " AND m.first_offset >= r.floor AND m.last_offset < r.committed"
-                " GROUP BY m.kind, m.key HAVING count(r.topic) = count(*)"
+                " GROUP BY m.kind, m.key HAVING"
+                " sum(coalesce(m.first_offset < r.committed AND m.last_offset >= r.floor, 0)) > 0"
             )
             adopted = int(db.execute("SELECT count(*) FROM adopted").fetchone()[0])
             db.executemany(
@@ -558,7 +563,7 @@ class Obligations:
             for table in ("owed", "owed_marks", "owed_deletes"):
                 db.execute(
                     f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM adopted a"
-                    f" WHERE a.kind = {table}.kind AND a.key = {table}.key)"
+                    f" WHERE a.settled AND a.kind = {table}.kind AND a.key = {table}.key)"
                 )
             db.execute("DELETE FROM adopted")
         return new, adopted
