@@ -27,9 +27,7 @@ def _owed(obligations: Obligations) -> set[str]:
     return {doc.ref[1] for doc in obligations.take(100)}
 
 
-def test_adopted_imports_carry_what_their_records_touched_and_settle_what_nothing_changed_since() -> (
-    None
-):
+def test_adopted_imports_carry_what_their_records_touched_settling_what_did_not_change() -> None:
     obligations = Obligations(StateStore(":memory:"))
     _owe(obligations, "below", 3)  # delivered for sure: below the floor, dropped first
     _owe(obligations, "carried", 12)  # only in [floor, committed): carried by the import
