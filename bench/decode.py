@@ -24,21 +24,9 @@ import orjson
 
 from consumer.changes.decode import ColumnHint, decode_record, parse_hint
 from schemas.debezium import RawRecord
+from testkit.builders import PG_SOURCE
 
-_SOURCE = {
-    "version": "2.7.3.Final",
-    "connector": "postgresql",
-    "name": "shop",
-    "ts_ms": 1717430400123,
-    "snapshot": "false",
-    "db": "shop",
-    "sequence": '["24023928","24023928"]',
-    "schema": "public",
-    "table": "orders",
-    "txId": 771,
-    "lsn": 24023928,
-    "xmin": None,
-}
+_SOURCE = PG_SOURCE
 
 
 def _decimal_base64(value: Decimal, scale: int) -> str:

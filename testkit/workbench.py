@@ -29,6 +29,7 @@ __all__ = [
     "end_offsets",
     "free_port",
     "http_status",
+    "listening_pid",
     "mapping_for_prefix",
     "produce",
     "read_topic",
@@ -232,6 +233,26 @@ class ServiceProcess:
                 return False
             time.sleep(0.2)
         return True
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on a loopback TCP port (the broker, say), from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    inodes.add(f"socket:[{inode}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(proc.name)
+    return None
 
 
 def free_port() -> int:

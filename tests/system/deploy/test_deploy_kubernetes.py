@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from consumer.app.shutdown import SHUTDOWN_MARGIN_SECONDS
 from consumer.changes.mapping import Mapping
 from consumer.config import Settings, load_settings
 
@@ -199,8 +200,17 @@ def test_probes_use_the_health_server(
         "livenessProbe": ("/healthz", "http"),
         "readinessProbe": ("/readyz", "http"),
     }
-    grace = pod(rendered)["terminationGracePeriodSeconds"]
-    assert grace > settings.service.shutdown_grace_seconds
+
+
+def test_kubernetes_waits_longer_than_the_service_takes_to_stop(
+    rendered: list[Manifest], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM ends the process within the grace plus the shutdown margin (a watchdog
+    sees to it): the pod's grace must cover that, with room for the process to exit,
+    or Kubernetes SIGKILLs a service that was still committing."""
+    settings = load_as_the_pod_would(rendered, tmp_path, monkeypatch)
+    stop_takes = settings.service.shutdown_grace_seconds + SHUTDOWN_MARGIN_SECONDS
+    assert pod(rendered)["terminationGracePeriodSeconds"] >= stop_takes + 5
 
 
 def test_a_disruption_takes_one_replica_at_a_time(rendered: list[Manifest]) -> None:

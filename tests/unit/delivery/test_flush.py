@@ -8,8 +8,6 @@ mapping and applied to an in-memory store; flushes send through a fake API
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
-from decimal import Decimal
 from itertools import count
 from typing import Any
 
@@ -27,58 +25,10 @@ from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
 from schemas.debezium import ChangeEvent, Op, Position
 from schemas.entities import DocRef
-
-TOPIC = {
-    "customer": "shop.public.customers",
-    "order": "shop.public.orders",
-    "item": "shop.public.order_items",
-}
-T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-
-
-def customer(cid: int, email: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "email": email,
-        "first_name": "Anna",
-        "last_name": "Rossi",
-        "phone": None,
-        "password_hash": "secret",
-        "newsletter": True,
-        "notes": "n",
-        "created_at": T0,
-        "updated_at": T0,
-        **extra,
-    }
-
-
-def order(oid: int, cid: int | None, email: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": oid,
-        "customer_id": cid,
-        "customer_email": email,
-        "status": "10",
-        "status_label": "Pending",
-        "amount": Decimal("85.85"),
-        "currency": "EUR",
-        "delivery_province": "MI",
-        "created_at": T0,
-        "updated_at": T0,
-        **extra,
-    }
-
-
-def item(iid: int, oid: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": iid,
-        "order_id": oid,
-        "product_id": 43421,
-        "sku": "S",
-        "brand": "nike",
-        "quantity": 1,
-        "unit_price": Decimal("10.00"),
-        **extra,
-    }
+from testkit.builders import TOPIC
+from testkit.builders import customer_row as customer
+from testkit.builders import item_row as item
+from testkit.builders import order_row as order
 
 
 class FakeApi:

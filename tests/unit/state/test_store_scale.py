@@ -10,8 +10,6 @@ ratio. In-memory stores, the default mapping; no services.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import Decimal
 from itertools import count
 from typing import Any
 
@@ -23,15 +21,10 @@ from consumer.state.obligations import Obligations, Settlement
 from consumer.state.store import StateStore
 from schemas.debezium import ChangeEvent, Op, Position
 from schemas.entities import CustomerIdentity, Kind
+from testkit.builders import T0, TOPIC, customer_row, item_row, order_row
 
 MAPPING = Mapping.load(None)
-T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 CHANGED_MS = int(T0.timestamp() * 1000)  # when every row of the shops changed
-TOPIC = {
-    "customer": "shop.public.customers",
-    "order": "shop.public.orders",
-    "item": "shop.public.order_items",
-}
 
 
 class Shop:
@@ -51,15 +44,17 @@ class Shop:
                     batch.apply(change)
             for _ in range(customers // 10):
                 oid = next(self._orders)
-                batch.apply(self.change("order", _order(oid, None, f"guest{oid}@x.it")))
-                batch.apply(self.change("item", _item(next(self._items), oid)))
+                batch.apply(self.change("order", order_row(oid, None, f"guest{oid}@x.it")))
+                batch.apply(self.change("item", item_row(next(self._items), oid)))
 
     def _customer_with_orders(self, cid: int) -> list[tuple[str, dict[str, Any]]]:
-        rows: list[tuple[str, dict[str, Any]]] = [("customer", _customer(cid))]
+        rows: list[tuple[str, dict[str, Any]]] = [
+            ("customer", customer_row(cid, f"customer{cid}@x.it", notes=None))
+        ]
         for _ in range(5):
             oid = next(self._orders)
-            rows.append(("order", _order(oid, cid)))
-            rows.extend(("item", _item(next(self._items), oid)) for _ in range(3))
+            rows.append(("order", order_row(oid, cid)))
+            rows.extend(("item", item_row(next(self._items), oid)) for _ in range(3))
         return rows
 
     def change(self, kind: str, row: dict[str, Any], op: Op = Op.CREATE) -> Any:
@@ -86,48 +81,6 @@ class Shop:
         finally:
             self.store.db.set_progress_handler(None, 0)
         return steps
-
-
-def _customer(cid: int) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "email": f"customer{cid}@x.it",
-        "first_name": "Anna",
-        "last_name": "Rossi",
-        "phone": None,
-        "password_hash": "secret",
-        "newsletter": True,
-        "notes": None,
-        "created_at": T0,
-        "updated_at": T0,
-    }
-
-
-def _order(oid: int, cid: int | None, email: str | None = None) -> dict[str, Any]:
-    return {
-        "id": oid,
-        "customer_id": cid,
-        "customer_email": email,
-        "status": "10",
-        "status_label": "Pending",
-        "amount": Decimal("85.85"),
-        "currency": "EUR",
-        "delivery_province": "MI",
-        "created_at": T0,
-        "updated_at": T0,
-    }
-
-
-def _item(iid: int, oid: int) -> dict[str, Any]:
-    return {
-        "id": iid,
-        "order_id": oid,
-        "product_id": 43421,
-        "sku": "S",
-        "brand": "nike",
-        "quantity": 1,
-        "unit_price": Decimal("10.00"),
-    }
 
 
 SMALL, LARGE = Shop(200), Shop(2000)
@@ -158,7 +111,12 @@ def _sign_up_with_a_guest_email(shop: Shop) -> None:
     """A customer takes the email of a guest checkout: its orders move to it."""
     email = f"guest{shop.first_guest_order}@x.it"
     with open_batch(shop.obligations) as batch:
-        batch.apply(shop.change("customer", {**_customer(99_999), "email": email}))
+        batch.apply(
+            shop.change(
+                "customer",
+                {**customer_row(99_999, "customer99999@x.it", notes=None), "email": email},
+            )
+        )
 
 
 def test_ingesting_a_change_reads_what_it_touches_not_the_whole_store() -> None:

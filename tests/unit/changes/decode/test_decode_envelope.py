@@ -8,6 +8,7 @@ from typing import Any
 
 from consumer.changes.decode import decode_record, parse_hint
 from schemas.debezium import ChangeEvent, Op, Skipped
+from testkit.builders import MYSQL_SOURCE, PG_SOURCE
 from testkit.debezium import (
     encode_decimal,
     envelope_schema,
@@ -16,38 +17,6 @@ from testkit.debezium import (
     struct,
     with_schema,
 )
-
-PG_SOURCE = {
-    "version": "2.7.3.Final",
-    "connector": "postgresql",
-    "name": "shop",
-    "ts_ms": 1717430400123,
-    "snapshot": "false",
-    "db": "shop",
-    "sequence": '["24023928","24023928"]',
-    "schema": "public",
-    "table": "orders",
-    "txId": 771,
-    "lsn": 24023928,
-    "xmin": None,
-}
-MYSQL_SOURCE = {
-    "version": "2.7.3.Final",
-    "connector": "mysql",
-    "name": "shop",
-    "ts_ms": 1717430400000,
-    "snapshot": "false",
-    "db": "shop",
-    "sequence": None,
-    "table": "customers",
-    "server_id": 223344,
-    "gtid": None,
-    "file": "mysql-bin.000003",
-    "pos": 4561,
-    "row": 0,
-    "thread": 12,
-    "query": None,
-}
 
 ORDER_FIELDS = [
     field("id", "int64", optional=False),
