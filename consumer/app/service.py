@@ -272,7 +272,7 @@ class Service:
             task.cancel()
         # The flush in progress may finish within the grace (it may be retrying
         # against a dead API forever: then it is cut, and what it held stays owed).
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError, Exception):  # a failure is `error` above
             await asyncio.wait_for(asyncio.shield(flushing), self.shutdown.left(deadline, 0.0))
         flushing.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
