@@ -49,10 +49,10 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from consumer import kafka_options
 from consumer.changes.limits import LimitsConfig
 from consumer.errors import ConfigError
-from consumer.source import options as kafka_options
-from consumer.source.options import KafkaOptions
+from consumer.kafka_options import KafkaOptions
 
 API_KEY_ENV = "RFMCUBE_API_KEY"
 ENV_PREFIX = "RFMCUBE_CDC__"
