@@ -9,7 +9,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["MYSQL_SOURCE", "PG_SOURCE", "T0", "TOPIC", "customer_row", "item_row", "order_row"]
+from consumer.changes.mapping import Mapping
+from schemas.debezium import ChangeEvent, Op, Position
+from schemas.entities import EntityChange
+
+__all__ = [
+    "MYSQL_SOURCE",
+    "PG_SOURCE",
+    "T0",
+    "TOPIC",
+    "change",
+    "customer_row",
+    "item_row",
+    "order_row",
+]
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
@@ -67,6 +80,35 @@ def item_row(iid: int, oid: int, **extra: Any) -> dict[str, Any]:
         "unit_price": Decimal("10.00"),
         **extra,
     }
+
+
+def change(
+    kind: str,
+    row: dict[str, Any],
+    offset: int,
+    op: Op = Op.CREATE,
+    *,
+    mapping: Mapping | None = None,
+    ts_ms: int = 1,
+) -> EntityChange:
+    """A row's change as the reference mapping (or ``mapping``) maps it, at ``offset``
+    of partition 0 of the entity's topic."""
+    position = Position(TOPIC[kind], 0, offset)
+    before = row if op is Op.DELETE else None
+    after = None if op is Op.DELETE else row
+    event = ChangeEvent(position, {"id": row["id"]}, op, before, after, ts_ms=ts_ms)
+    mapped = (mapping or _reference()).map_event(event)
+    assert mapped is not None, f"{kind} {row['id']} maps to no change"
+    return mapped
+
+
+_REFERENCE: list[Mapping] = []
+
+
+def _reference() -> Mapping:
+    if not _REFERENCE:
+        _REFERENCE.append(Mapping.load(None))
+    return _REFERENCE[0]
 
 
 # Debezium's ``source`` block, as its PostgreSQL and MySQL connectors write it.
