@@ -116,12 +116,19 @@ class Role:
         floors = {tp: marks[tp].floor_at(committed[tp]) for tp in committed}
 
         instance = self._store.instance_id
-        listed = [pid for mark in marks.values() for pid in mark.imports]
 
         def settle_the_store() -> tuple[int, int, list[str], int]:
             """In a thread: replaying and adopting may take seconds in a large shop."""
             replayed = self._restorer.catch_up(committed, floors)
             dropped = self._obligations.drop_delivered(floors)
+            # This store's own imports are in it, unless it lost what it committed
+            # (a lost disk has a new instance id; a power loss, records to replay).
+            listed = [
+                pid
+                for mark in marks.values()
+                if mark.instance != instance or replayed
+                for pid in mark.imports
+            ]
             adopted, documents = self._obligations.adopt_imports(listed, floors, committed)
             return replayed, dropped, adopted, documents
 
