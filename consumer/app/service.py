@@ -159,6 +159,7 @@ class Service:
                 letters.close(timeout=self.shutdown.left(self.shutdown.hard_stop, 0.2))
             if await self._restore_ended():
                 self.store.close()
+            self.shutdown.done()
 
     async def _restore_ended(self) -> bool:
         """Whether no restore thread still writes to the store: it stops at its next

@@ -31,6 +31,7 @@ class Shutdown:
         self._exit_code = exit_code  # what the process exits with if it is cut short
         self.grace_ends: float | None = None  # time.monotonic(): the flush stops
         self.hard_stop: float | None = None  # time.monotonic(): the process ends
+        self._watchdog: threading.Timer | None = None
 
     @property
     def begun(self) -> bool:
@@ -42,9 +43,16 @@ class Shutdown:
             return
         self.grace_ends = time.monotonic() + self._grace
         self.hard_stop = self.grace_ends + SHUTDOWN_MARGIN_SECONDS
-        watchdog = threading.Timer(self._grace + SHUTDOWN_MARGIN_SECONDS, self._cut_short)
+        watchdog = self._watchdog = threading.Timer(
+            self._grace + SHUTDOWN_MARGIN_SECONDS, self._cut_short
+        )
         watchdog.daemon = True
         watchdog.start()
+
+    def done(self) -> None:
+        """Every step ended in time: the watchdog has nothing left to cut."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     def left(self, until: float | None, least: float) -> float:
         """Seconds left until ``until`` (``grace_ends`` or ``hard_stop``), ``least`` at least."""

@@ -83,6 +83,7 @@ async def test_it_starts_streams_and_stops_with_every_record_committed(
         assert await asyncio.wait_for(task, 30) == 0
     pipeline.assert_equal(shop)
     assert service.shutdown.begun and service.fatal is None
+    assert service.shutdown._watchdog is not None and service.shutdown._watchdog.finished.is_set()
 
 
 async def test_a_task_that_fails_stops_every_task_with_the_code_its_error_carries(
