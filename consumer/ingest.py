@@ -75,7 +75,7 @@ class Ingest:
         # Read by the Kafka thread too (a dict replaced whole, never mutated).
         self.applied: dict[PartitionId, int] = store.applied_offsets()
 
-    def change_of(self, record: RawRecord) -> EntityChange | None:
+    def _mapped(self, record: RawRecord) -> EntityChange | None:
         """The mapped change of one record, checked for the store (the safety net
         of :mod:`consumer.changes.records`); None when it changes no entity. Raises only
         BadRecord."""
@@ -94,7 +94,7 @@ class Ingest:
         self.stats.dead_letters += 1
         self._dead_letter(record, reason)
 
-    def _count_bad(self, record: RawRecord, reason: str) -> None:
+    def _bad_left_to_the_active(self, record: RawRecord, reason: str) -> None:
         log.debug("bad record %s (the active dead-letters it): %s", record.position, reason)
 
     def ingest(
@@ -114,14 +114,14 @@ class Ingest:
         have sent them since), as ``forget_accepted`` does for a replay of what
         another instance committed. ``rebuild`` applies records again below the
         applied offsets (a new mapping maps them differently)."""
-        bad = self._bad if dead_letters else self._count_bad
+        bad = self._bad if dead_letters else self._bad_left_to_the_active
         applied = self.applied
         fresh: list[RawRecord] = []
         for record in records:
             if not rebuild and record.offset < applied.get((record.topic, record.partition), 0):
                 self.stats.already_applied += 1
                 try:
-                    self.change_of(record)
+                    self._mapped(record)
                 except BadRecord as exc:
                     bad(record, exc.reason)
             else:
@@ -131,7 +131,7 @@ class Ingest:
         changes: list[tuple[RawRecord, EntityChange]] = []
         for record in fresh:
             try:
-                change = self.change_of(record)
+                change = self._mapped(record)
             except BadRecord as exc:
                 bad(record, exc.reason)
                 continue
