@@ -253,3 +253,35 @@ def test_a_steady_trickle_of_bad_records_never_stops_the_service(pipeline: Pipel
     assert service.running(), service.log()[-3000:]
     assert "not acknowledged" not in service.log()
     _stop_all([service])
+
+
+def test_an_instance_that_sent_and_died_before_committing_is_known_to_the_next(
+    pipeline: Pipeline,
+) -> None:
+    """The second instance takes over, sends, and is killed at its first request, before
+    any commit of its own could name it; the first comes back: it must count the
+    second's sends against the key's window, so no request is ever refused (429)."""
+    budget = {"requests_per_minute": 10, "window_seconds": 6.0, "min_window_seconds": 0.1}
+    pipeline.api.change(requests_per_minute=10, window_seconds=6.0)
+    shop = pipeline.shop(seed=177)
+    ids = [shop.sign_up() for _ in range(8)]
+    pipeline.write_shop(shop)
+    first = _start(pipeline, "a", pacing=budget)
+    until(lambda: "active for 9 partitions" in first.log(), 30, "an active", first.log)
+    _all_committed(pipeline)
+    second = _start(pipeline, "b", pacing=budget)
+    until(lambda: _ready(second), 60, "a ready standby", second.log)
+    first.kill()
+    sent = len(pipeline.api.requests())
+    for customer in ids:  # one request each: merges, as fast as the window allows
+        mark = len(shop.records)
+        shop.edit_profile(customer)
+        pipeline.write_shop(shop, mark)
+    until(lambda: len(pipeline.api.requests()) > sent, 60, "the second's first request")
+    second.kill()
+    first = _start(pipeline, "a", pacing=budget)
+    _all_committed(pipeline, timeout=90)
+    pipeline.wait_equal(shop, timeout=60)
+    _stop_all([first])
+    refused = [r for r in pipeline.api.requests() if r["status"] == 429]
+    assert refused == [], f"{len(refused)} requests over the key's budget"
