@@ -376,9 +376,18 @@ class Service:
                     dead_letter_doc=self._dead_letter_doc,
                     hurry_imports=lambda pids: checker.hurry(pids) if checker else None,
                     imports_accepted=lambda: checker.wake.set() if checker else None,
+                    fresh=self.prometheus.fresh,
                 )
                 checker = self.report.checker = ProcessChecker(
-                    self.obligations, client, self.limiter, on_failed=flusher.dirty.set
+                    self.obligations,
+                    client,
+                    self.limiter,
+                    on_failed=flusher.dirty.set,
+                    on_completed=lambda source_ms: (
+                        self.prometheus.fresh("import", source_ms)
+                        if api.acceptance == "completed"
+                        else None
+                    ),
                 )
                 return await self._supervise(source, flusher, checker)
         finally:

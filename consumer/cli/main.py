@@ -9,9 +9,9 @@ import os
 import signal
 import sqlite3
 import sys
-from importlib import metadata
 from typing import TYPE_CHECKING
 
+from consumer import version
 from consumer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -19,13 +19,6 @@ if TYPE_CHECKING:
     from consumer.config import Settings
 
 SECRETS_DIR_ENV = "RFMCUBE_CDC_SECRETS_DIR"
-
-
-def _version() -> str:
-    try:
-        return metadata.version("rfmcube-cdc")
-    except metadata.PackageNotFoundError:  # run from a source tree without installing
-        return "unknown"
 
 
 def _add_sources(command: argparse.ArgumentParser) -> None:
@@ -48,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVERS). Precedence: environment, secret files, "
         "the YAML file, defaults. The API key: $RFMCUBE_API_KEY or api.key_file.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",
