@@ -73,6 +73,10 @@ def test_metrics_say_what_an_operator_alerts_on(pipeline: Pipeline) -> None:
     assert {s.labels["call"] for s in counts} == CALLS
     outcomes = [s for s in first if s.name == "rfmcube_cdc_import_processes_total"]
     assert {s.labels["outcome"] for s in outcomes} == {"completed", "failed", "unknown", "running"}
+    letters = [s for s in first if s.name == "rfmcube_cdc_dead_letters_total"]
+    assert {s.labels["kind"] for s in letters} == {"record", "entity"}
+    for gauge in ("rfmcube_cdc_active", "rfmcube_cdc_owed_age_seconds"):
+        assert first_types[gauge] == "gauge"
     (build,) = [s for s in first if s.name == "rfmcube_cdc_build_info"]
     assert build.value == 1 and build.labels["version"][0].isdigit()
     assert first_types["process_cpu_seconds"] == "counter"  # the process collector
