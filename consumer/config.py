@@ -13,15 +13,21 @@ places; the first that sets it wins:
 
 The API key is apart: ``$RFMCUBE_API_KEY``, else the file ``api.key_file`` (a
 mounted secret), and never the YAML, so the file can live in a ConfigMap.
-Every problem is reported at once, each with the path of its key
-(``pacing.min_window_seconds: Input should be greater than or equal to 0``),
-and no message, repr or log line holds a secret.
+Every problem is reported at once, each with the path of its key, what was
+probably meant where a name is wrong, and where the value came from
+(``kafka.bootstrap_server: Extra inputs are not permitted (did you mean
+bootstrap_servers?) [environment variable RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVER]``);
+no message, repr or log line holds a secret. What kafka-python would only find
+when it connects is refused here too: a security protocol or SASL mechanism
+whose library is missing, an ``ssl_*file`` that does not exist.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -95,7 +101,7 @@ class KafkaConfig(_Section):
     @field_validator("extra")
     @classmethod
     def _options_work_together(cls, extra: dict[str, Any]) -> dict[str, Any]:
-        problems = kafka_options.combination_problems(extra)
+        problems = kafka_options.combination_problems(extra) + _usable_here(extra)
         if problems:
             # One error per option is unpacked by _problems().
             raise PydanticCustomError(
@@ -108,6 +114,56 @@ class KafkaConfig(_Section):
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         yield from super().__repr_args__()
         yield "extra", kafka_options.masked(self.extra)
+
+
+# Files kafka-python opens only when it first connects.
+_SSL_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile")
+# Python packages kafka-python imports only when it first authenticates.
+_MECHANISM_PACKAGES = {"GSSAPI": "gssapi", "AWS_MSK_IAM": "botocore"}
+
+
+def _usable_here(extra: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(option, problem) for security settings kafka-python accepts and then fails
+    on at the first connection: a missing library, a missing file, a protocol
+    that ignores the options set for it."""
+    problems: list[tuple[str, str]] = []
+    protocol = str(extra.get("security_protocol", "PLAINTEXT"))
+    mechanism = extra.get("sasl_mechanism")
+    tls = protocol in ("SSL", "SASL_SSL")
+    if tls and importlib.util.find_spec("ssl") is None:
+        problems.append(("security_protocol", f"{protocol} needs Python's ssl module"))
+    if protocol.startswith("SASL_") and mechanism is None:
+        problems.append(("sasl_mechanism", f"is required by security_protocol {protocol}"))
+    if mechanism is not None and not protocol.startswith("SASL_"):
+        problems.append(
+            (
+                "security_protocol",
+                f"{protocol} does not authenticate: sasl_mechanism {mechanism} needs SASL_SSL"
+                " (or SASL_PLAINTEXT)",
+            )
+        )
+    package = _MECHANISM_PACKAGES.get(str(mechanism))
+    if package is not None and importlib.util.find_spec(package) is None:
+        problems.append(
+            (
+                "sasl_mechanism",
+                f"{mechanism} needs the Python package {package}, which is not installed"
+                f" here (pip install {package}, in the image too)",
+            )
+        )
+    if mechanism == "AWS_MSK_IAM" and protocol != "SASL_SSL":
+        problems.append(("security_protocol", "sasl_mechanism AWS_MSK_IAM needs SASL_SSL"))
+    for name in _SSL_FILES:
+        value = extra.get(name)
+        if not value:
+            continue
+        if not tls:
+            problems.append((name, f"is not used: security_protocol is {protocol}"))
+        elif not Path(value).is_file():
+            problems.append((name, f"no such file: {value}"))
+        elif not os.access(value, os.R_OK):
+            problems.append((name, f"cannot be read by this user: {value}"))
+    return problems
 
 
 class ApiConfig(_Section):
@@ -275,7 +331,30 @@ def _problems(error: Mapping[str, Any]) -> list[tuple[str, str]]:
         message = _API_KEY_HINT
     elif kind == "extra_forbidden" and len(loc) == 3 and loc[:2] == ("kafka", "extra"):
         message = kafka_options.why_not_settable(loc[2])
+    elif kind == "extra_forbidden":
+        message += _did_you_mean(loc[-1], _keys_at(loc[:-1]))
     return [(".".join(loc) or "(top level)", message)]
+
+
+def _keys_at(section: tuple[str, ...]) -> list[str]:
+    """The keys a section of the configuration takes (none where it is no section)."""
+    model: type[BaseModel] = Settings
+    for name in section:
+        field = model.model_fields.get(name)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name.lower(), list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _prefixed(name: str) -> bool:
+    return name.upper().startswith(ENV_PREFIX)
 
 
 def _unknown_names(names: Iterable[str], where: str) -> list[tuple[str, str]]:
@@ -290,8 +369,53 @@ def _unknown_names(names: Iterable[str], where: str) -> list[tuple[str, str]]:
         if head == "api_key":
             problems.append((name, _API_KEY_HINT))
         elif head not in sections:
-            problems.append((name, f"{where} names no section ({', '.join(sorted(sections))})"))
+            hint = _did_you_mean(head, sections)
+            problems.append(
+                (name, f"{where} names no section ({', '.join(sorted(sections))}){hint}")
+            )
     return problems
+
+
+class _Origins:
+    """Where each value came from, to say it beside a problem: the environment
+    variable, the secret file or the YAML file that set it, in the order the
+    configuration's precedence takes them."""
+
+    def __init__(self) -> None:
+        self._set: list[tuple[tuple[str, ...], str]] = []  # (path, where), highest first
+
+    def add(self, entries: Iterable[tuple[tuple[str, ...], str]]) -> None:
+        self._set.extend(entries)
+
+    def of(self, path: str) -> str | None:
+        loc = tuple(path.split("."))
+        for where_set, where in self._set:
+            common = min(len(where_set), len(loc))
+            # The value itself, a whole section it is in (a variable holding JSON),
+            # or a value inside the section the problem is about.
+            if where_set[:common] == loc[:common]:
+                return where
+        return None
+
+
+def _named(names: Iterable[str], where: str) -> Iterator[tuple[tuple[str, ...], str]]:
+    """The paths that variables (or secret files) named RFMCUBE_CDC__... set."""
+    for name in names:
+        if name.upper().startswith(ENV_PREFIX):
+            path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(NESTING))
+            yield path, where.format(name=name)
+
+
+def _yaml_values(
+    raw: Mapping[Any, Any], source: str, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    """The paths of the values (not the sections) the YAML file sets."""
+    for key, value in raw.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            yield from _yaml_values(value, source, path)
+        else:
+            yield path, source
 
 
 def _read_yaml(path: Path, source: str) -> dict[str, Any]:
@@ -316,12 +440,19 @@ def load_settings(path: str | Path | None, *, secrets_dir: str | Path | None = N
     """
     source = str(path) if path is not None else None
     raw = _read_yaml(Path(path), str(path)) if path is not None else {}
+    in_file = list(_yaml_values(raw, source)) if source is not None else []
+    origins = _Origins()
     problems: list[tuple[str, str]] = []
     # Top-level names pydantic-settings would take as its own init options.
     for name in [name for name in raw if name not in Settings.model_fields]:
-        problems.append((str(name), _API_KEY_HINT if name == "api_key" else "no such section"))
+        hint = _did_you_mean(str(name), Settings.model_fields)
+        problems.append(
+            (str(name), _API_KEY_HINT if name == "api_key" else f"no such section{hint}")
+        )
         del raw[name]
     problems += _unknown_names(os.environ, "the environment variable")
+    # Highest precedence first: a value set in two places came from the first.
+    origins.add(_named(os.environ, "environment variable {name}"))
     options: dict[str, Any] = {}
     if secrets_dir is not None:
         folder = Path(secrets_dir)
@@ -330,6 +461,8 @@ def load_settings(path: str | Path | None, *, secrets_dir: str | Path | None = N
         options["_secrets_dir"] = folder
         files = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
         problems += _unknown_names(files, "the secret file")
+        origins.add(_named(files, f"secret file {folder}/{{name}}"))
+    origins.add(in_file)
     settings: Settings | None = None
     try:
         settings = Settings(**options, **raw)
@@ -339,7 +472,11 @@ def load_settings(path: str | Path | None, *, secrets_dir: str | Path | None = N
         problems.append(("(environment or secrets)", str(exc)))
     if problems or settings is None:
         first, *more = problems or [("(top level)", "invalid")]
-        raise ConfigError(*first, source=source, more=more)
+        # A variable or secret file naming no section says so itself.
+        found = {name: origins.of(name) for name, _ in problems if not _prefixed(name)}
+        raise ConfigError(
+            *first, more=more, origins={name: o for name, o in found.items() if o is not None}
+        )
     if settings.mapping is not None and path is not None and not settings.mapping.is_absolute():
         settings = settings.model_copy(update={"mapping": Path(path).parent / settings.mapping})
     return settings

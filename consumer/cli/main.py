@@ -77,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _refuse(error: ConfigError) -> int:
-    where = f" ({error.source})" if error.source else ""
-    print(f"rfmcube-cdc: configuration refused{where}:", file=sys.stderr)
-    for path, problem in error.problems:
-        print(f"  {path}: {problem}", file=sys.stderr)
+    # Each line says where its value came from: the configuration merges a file, the
+    # environment and secret files.
+    print("rfmcube-cdc: configuration refused:", file=sys.stderr)
+    for line in error.lines():
+        print(f"  {line}", file=sys.stderr)
     return 2
 
 
