@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench kafka-start kafka-stop clean
+.PHONY: install test lint typecheck pytest docs demo bench kafka-start kafka-stop clean
 
 # Three distributions, all editable: the service, the API emulator, and the
 # test support (testkit/), the last two kept out of the service's wheel and image.
@@ -37,6 +37,11 @@ pytest: $(STAMP)
 	exit $$rc
 
 test: lint typecheck pytest
+
+# The configuration reference (docs/configuration.md) and README.md's sample, made
+# from the settings model; a test fails when they are stale.
+docs: $(STAMP)
+	$(PY) -m consumer.cli.reference --write
 
 demo: $(STAMP)
 	$(PY) -m testkit.demo

@@ -80,23 +80,48 @@ def _auto_or_bool(value: Any) -> Any:
 
 
 class _Section(BaseModel):
+    # Every key's description is its line in the configuration reference
+    # (docs/configuration.md and README.md's sample, made by consumer/cli/reference.py).
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class KafkaConfig(_Section):
-    bootstrap_servers: str = "127.0.0.1:29092"
-    group_id: str = "rfmcube-cdc"
-    client_id: str = "rfmcube-cdc"
-    dead_letter_topic: str = "rfmcube-cdc.dead-letters"
-    max_pending_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:29092",
+        description="the Kafka brokers to start from, host:port[,host:port...]",
+    )
+    group_id: str = Field(
+        default="rfmcube-cdc",
+        description="the consumer group: every replica of one deployment joins it",
+    )
+    client_id: str = Field(
+        default="rfmcube-cdc", description="the client name the brokers log and quota by"
+    )
+    dead_letter_topic: str = Field(
+        default="rfmcube-cdc.dead-letters",
+        description="where records and documents that cannot be delivered go (create it)",
+    )
+    max_pending_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="read records not yet applied, in bytes, above which reading pauses",
+    )
     # The consumer in a child process of its own: 1.15-1.4x the records/s of a
     # catch-up where a second core is free (bench/README.md). "auto": when the
     # service may use 1.5 CPUs or more (its affinity and its cgroup's quota: a
     # pod's CPU limit); on one core the two processes only compete.
-    consumer_process: Annotated[bool | Literal["auto"], BeforeValidator(_auto_or_bool)] = "auto"
+    consumer_process: Annotated[bool | Literal["auto"], BeforeValidator(_auto_or_bool)] = Field(
+        default="auto",
+        description="the Kafka consumer in a process of its own; auto: from 1.5 CPUs available",
+    )
     # Passed to kafka-python (security_protocol, sasl_*, ssl_*...), checked
     # against its own option list; credentials print as stars.
-    extra: KafkaOptions = Field(default_factory=dict, repr=False)
+    extra: KafkaOptions = Field(
+        default_factory=dict,
+        repr=False,
+        description="kafka-python consumer options: security_protocol, sasl_*, ssl_*,"
+        " session_timeout_ms... (the configuration reference lists them)",
+    )
 
     @field_validator("extra")
     @classmethod
@@ -168,17 +193,45 @@ def _usable_here(extra: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 class ApiConfig(_Section):
     # Before base_url, which reads it: http:// sends the key in clear.
-    allow_insecure_http: bool = False
-    base_url: str = "https://api.rfmcube.com/v1"
-    key_file: Path | None = None
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="allow an http:// base_url, which sends the key in clear (a local emulator)",
+    )
+    base_url: str = Field(
+        default="https://api.rfmcube.com/v1", description="the Rfmcube API, up to its /v1"
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description=f"a file holding the API key (a mounted secret), read when ${API_KEY_ENV}"
+        " is not set",
+    )
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="how long a request may take, before its body's upload"
+    )
     # A request's timeout grows with its body: timeout_seconds + bytes / this rate.
-    upload_bytes_per_second: int = Field(default=1_000_000, gt=0)
+    upload_bytes_per_second: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="the slowest upload accepted: a request's timeout grows by its bytes / this",
+    )
     # A Retry-After beyond this is logged and cut to it.
-    max_retry_after_seconds: float = Field(default=600.0, gt=0)
-    max_request_bytes: int = Field(default=200_000_000, gt=1000)
-    acceptance: Literal["process_id", "completed"] = "process_id"
-    trigger_integrations: bool = False
+    max_retry_after_seconds: float = Field(
+        default=600.0, gt=0, description="the longest Retry-After obeyed; a longer one is cut"
+    )
+    max_request_bytes: int = Field(
+        default=200_000_000,
+        gt=1000,
+        description="imports are packed below this many bytes (the API refuses 200 MB)",
+    )
+    acceptance: Literal["process_id", "completed"] = Field(
+        default="process_id",
+        description="when an import counts as accepted for commits: its processId, or its"
+        " process completed",
+    )
+    trigger_integrations: bool = Field(
+        default=False,
+        description="the API's triggerIntegrations flag, sent with every upsert",
+    )
     _key: SecretStr = PrivateAttr(default=SecretStr(""))
 
     @property
@@ -223,18 +276,40 @@ class ApiConfig(_Section):
 
 
 class PacingConfig(_Section):
-    requests_per_minute: int = Field(default=60, gt=0)
+    requests_per_minute: int = Field(
+        default=60,
+        gt=0,
+        description="the API key's whole budget, whatever the number of replicas; requests"
+        " are spaced 60 / this seconds apart",
+    )
     # The length of the API's sliding window; only tests shorten it.
-    window_seconds: float = Field(default=60.0, gt=0)
-    min_window_seconds: float = Field(default=1.0, ge=0)
+    window_seconds: float = Field(
+        default=60.0, gt=0, description="the API's rate-limit window (only tests change it)"
+    )
+    min_window_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="changes are kept together this long before a send (bursts coalesce)",
+    )
 
 
 class StoreConfig(_Section):
-    path: Path = Path("rfmcube-cdc.db")
+    path: Path = Field(
+        default=Path("rfmcube-cdc.db"),
+        description="the SQLite store: rows, and what is owed to the API (keep it on a volume)",
+    )
     # How long an order whose customer is unknown holds its record for that customer.
-    orphan_order_wait_seconds: float = Field(default=30.0, ge=0)
+    orphan_order_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="how long an order's record waits for its customer before it is released",
+    )
     # Above this many documents owed to the API, reading pauses (resumes at 90 %).
-    max_owed_documents: int = Field(default=1_000_000, gt=0)
+    max_owed_documents: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="documents owed to the API above which reading pauses (resumes at 90 %)",
+    )
 
 
 def _upper(value: Any) -> Any:
@@ -248,7 +323,11 @@ class PrivacyConfig(_Section):
     """The key of the mapping's ``customer_delete: {policy: anonymize}`` hash:
     ``$RFMCUBE_ANONYMIZE_KEY``, else this file (a mounted secret); never the YAML."""
 
-    anonymize_key_file: Path | None = None
+    anonymize_key_file: Path | None = Field(
+        default=None,
+        description="a file holding the key of customer_delete: anonymize, read when"
+        f" ${ANONYMIZE_KEY_ENV} is not set",
+    )
     _key: SecretStr = PrivateAttr(default=SecretStr(""))
 
     @property
@@ -270,13 +349,24 @@ class PrivacyConfig(_Section):
 
 
 class ServiceConfig(_Section):
-    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    shutdown_grace_seconds: float = Field(
+        default=20.0, ge=0, description="after SIGTERM, how long the last flush may take"
+    )
     # /healthz, /readyz, /metrics; null turns the server off.
-    health_host: str = "0.0.0.0"
-    health_port: int | None = Field(default=8080, ge=0, le=65535)
-    log_format: Literal["json", "text"] = "json"
+    health_host: str = Field(
+        default="0.0.0.0", description="the address /healthz, /readyz and /metrics listen on"
+    )
+    health_port: int | None = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="their port, also asked by resync; null: no server",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="one JSON object per line, or plain text"
+    )
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
-        "INFO"
+        Field(default="INFO", description="the least severe level logged")
     )
 
 
@@ -291,15 +381,32 @@ class Settings(BaseSettings):
         secrets_dir_missing="error",
     )
 
-    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="the Kafka cluster")
     # Validated even when absent: it finds the API key.
-    api: ApiConfig = Field(default_factory=dict, validate_default=True)
-    pacing: PacingConfig = Field(default_factory=PacingConfig)
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    service: ServiceConfig = Field(default_factory=ServiceConfig)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    privacy: PrivacyConfig = Field(default_factory=dict, validate_default=True)
-    mapping: Path | None = None  # None: the reference shop mapping shipped with the package
+    api: ApiConfig = Field(
+        default_factory=dict, validate_default=True, description="the Rfmcube API"
+    )
+    pacing: PacingConfig = Field(
+        default_factory=PacingConfig, description="the request budget and how sends are paced"
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig, description="the state store")
+    service: ServiceConfig = Field(
+        default_factory=ServiceConfig, description="the process: health server, logs, shutdown"
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="a record past one of these is dead-lettered, with the reason",
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="the key of the anonymizing hash (customer_delete: anonymize)",
+    )
+    mapping: Path | None = Field(
+        default=None,
+        description="the mapping file, relative to this file; null: the reference shop's"
+        " (consumer/default_mapping.yaml)",
+    )
 
     @property
     def api_key(self) -> SecretStr:

@@ -18,12 +18,17 @@ if TYPE_CHECKING:
     from consumer.changes.mapping import Mapping
     from consumer.config import Settings
 
+# Read by every command when its flag is absent, so that a second command in a pod
+# (kubectl exec ... rfmcube-cdc resync) reads what `run` reads.
+CONFIG_ENV = "RFMCUBE_CDC_CONFIG"
 SECRETS_DIR_ENV = "RFMCUBE_CDC_SECRETS_DIR"
 
 
 def _add_sources(command: argparse.ArgumentParser) -> None:
     command.add_argument(
-        "--config", help="the service's YAML configuration (defaults for every key)"
+        "--config",
+        default=os.environ.get(CONFIG_ENV) or None,
+        help=f"the service's YAML configuration (defaults for every key); default ${CONFIG_ENV}",
     )
     command.add_argument(
         "--secrets-dir",
@@ -73,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="follow the resync running (or report the last one), starting none",
     )
+    reference = sub.add_parser(
+        "config-reference",
+        help="print every configuration key with its type, default and variable",
+        description="The configuration reference of this version, made from its settings"
+        " model: Markdown, or (--yaml) a configuration file with every key at its default.",
+    )
+    reference.add_argument("--yaml", action="store_true", help="a YAML file at the defaults")
     return parser
 
 
@@ -116,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     # done yet, exit cleanly" rather than dying with -15.
     signal.signal(signal.SIGTERM, _exit_quietly)
     args = build_parser().parse_args(argv)
+    if args.command == "config-reference":
+        from consumer.cli import reference
+
+        print(reference.yaml_sample() if args.yaml else reference.markdown(), end="")
+        return 0
     from consumer.changes.mapping import Mapping
     from consumer.config import load_settings
     from consumer.ops.logs import configure
