@@ -55,9 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_sources(run)
     check = sub.add_parser(
-        "check-config", help="validate the configuration and mapping, report every problem, exit"
+        "check-config",
+        help="validate the configuration and mapping, report every problem, exit",
+        description="Validate the configuration and the mapping offline; with --connect, also"
+        " reach the Kafka cluster (topics, their retention, the dead-letter topic) and the"
+        " API (the key), as the service would. Exit codes: README.md.",
     )
     _add_sources(check)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also check the cluster, the topics and the API key (one request)",
+    )
     resync = sub.add_parser(
         "resync",
         help="send every document again (or those changed since a time), resumable",
@@ -147,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse(exc)
     if args.command == "check-config":
         print(f"configuration ok: topics {', '.join(mapping.topics())}")
+        if args.connect:
+            from consumer.cli.connect import connect_checks
+
+            return connect_checks(settings, mapping, sys.stdout)
         return 0
     if args.command == "resync":
         return _resync(args, settings, mapping)
