@@ -12,8 +12,9 @@ import checks, resync), :mod:`consumer.checkpoint` (offsets, revocations),
    group committed but the store lacks, with no API call;
 3. the source joins the group; one member at a time is active (it holds every
    partition); the others stand by;
-4. six tasks run until SIGTERM: ingest, flush, process checks, commits, the
-   role (standing by, taking over) and the resync's progress lines;
+4. seven tasks run until SIGTERM: ingest, flush, process checks, commits, the
+   role (standing by, taking over), the resync's progress lines and replayed
+   dead letters;
 5. on SIGTERM the tasks stop, what the grace allows is flushed, offsets are
    committed, and the process exits 0; a failure exits with the code its
    class carries (:mod:`consumer.errors`, :mod:`consumer.app.exits`).
@@ -61,12 +62,14 @@ from consumer.ingest import Ingest, OwedBound
 from consumer.ops.health import HealthServer
 from consumer.ops.metrics import Metrics
 from consumer.recovery.follower import Follower
+from consumer.recovery.replays import ReplayApplier
 from consumer.recovery.restore import Restorer
 from consumer.recovery.standby import Role
 from consumer.source.base import Source, SourceSettings, batch_bytes
 from consumer.source.deadletter import DeadLetters
 from consumer.source.placement import place_source
 from consumer.state.obligations import Obligations
+from consumer.state.replays import Replays
 from consumer.state.store import StateStore
 from consumer.waiting import first_of, in_daemon_thread, sleep_or_stop
 from schemas.debezium import Position, RawRecord
@@ -156,6 +159,18 @@ class Service:
             self.limiter,
             self.committer,
             self._stopping,
+        )
+        # Replayed dead letters, applied by every instance (consumer/recovery/replays.py).
+        self.replays = ReplayApplier(
+            self.ingest,
+            self.obligations,
+            Replays(self.store, kafka.dead_letter_topic),
+            bootstrap_servers=kafka.bootstrap_servers,
+            extra=kafka.extra,
+            active=self._is_active,
+            ready=lambda: self.role.ready(self.source),
+            dead_letter=self._dead_letter,
+            owed=lambda: self.flusher.dirty.set() if self.flusher else None,
         )
         self.report = Report(
             ingest=self.ingest,
@@ -426,6 +441,7 @@ class Service:
             ),
             asyncio.create_task(self.role.run(source), name="role"),
             asyncio.create_task(self.resync_control.log_progress(stopping), name="progress"),
+            asyncio.create_task(self.replays.run(stopping), name="replays"),
         ]
         tasks = [flushing, *others]
         stop = asyncio.create_task(stopping.wait())

@@ -87,6 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="follow the resync running (or report the last one), starting none",
     )
+    letters = sub.add_parser(
+        "dead-letters",
+        help="list the dead letters, or replay them once their cause is fixed",
+        description="list: every dead letter (when, what, where from, why), counted by reason."
+        " replay: send the letters asked for back through the service's own path (each at most"
+        " once): the running instances apply them within seconds.",
+    )
+    what_letters = letters.add_subparsers(dest="letters", required=True)
+    listing = what_letters.add_parser("list", help="every dead letter, counted by reason")
+    _add_sources(listing)
+    listing.add_argument("--since", help="written then or later: 2026-11-27T18:00:00Z, or 24h")
+    again = what_letters.add_parser("replay", help="replay dead letters whose cause is fixed")
+    _add_sources(again)
+    again.add_argument("--reason", help="only letters whose reason contains these words")
+    again.add_argument("--since", help="written then or later: 2026-11-27T18:00:00Z, or 24h")
+    again.add_argument("--dry-run", action="store_true", help="say what it would do, write nothing")
     reference = sub.add_parser(
         "config-reference",
         help="print every configuration key with its type, default and variable",
@@ -128,6 +144,27 @@ def _resync(args: argparse.Namespace, settings: Settings, mapping: Mapping) -> i
         return 0
 
 
+def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.cli.deadletters import list_letters, replay_letters
+    from consumer.delivery.resync import parse_since
+
+    try:
+        since_ms = None if args.since is None else parse_since(args.since)
+    except ValueError as exc:
+        print(f"rfmcube-cdc dead-letters: {exc}", file=sys.stderr)
+        return 2
+    if args.letters == "list":
+        return list_letters(settings, sys.stdout, sys.stderr, since_ms=since_ms)
+    return replay_letters(
+        settings,
+        sys.stdout,
+        sys.stderr,
+        reason=args.reason,
+        since_ms=since_ms,
+        dry_run=args.dry_run,
+    )
+
+
 def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -163,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "resync":
         return _resync(args, settings, mapping)
+    if args.command == "dead-letters":
+        return _dead_letters(args, settings)
     configure(settings.service.log_format, settings.service.log_level)
     from consumer.app.service import Service
     from consumer.errors import EXIT_STORE, StoreUnusable
