@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench kafka-start kafka-stop clean
+.PHONY: install test lint typecheck tools pytest docs demo bench kafka-start kafka-stop clean
 
 # Three distributions, all editable: the service, the API emulator, and the
 # test support (testkit/), the last two kept out of the service's wheel and image.
@@ -24,9 +24,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The Go tools the deploy tests run (tests/system/deploy), built once into .cache/
+# from the Go module proxy: kustomize in about a minute, promtool in about 8 on two
+# cores. Before pytest, so that a fresh machine builds them once, in the open, and
+# not inside a test's timeout; a later run finds them and goes on at once.
+tools:
+	scripts/kustomize version >/dev/null
+	scripts/promtool --version >/dev/null
+
 # Starts the broker if none is running, runs pytest, and stops the broker
 # again only if this run started it.
-pytest: $(STAMP)
+pytest: $(STAMP) tools
 	@started=0; \
 	if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ] && ! scripts/kafka status >/dev/null 2>&1; then \
 	  scripts/kafka start >/dev/null || exit 1; started=1; \
@@ -37,6 +45,11 @@ pytest: $(STAMP)
 	exit $$rc
 
 test: lint typecheck pytest
+
+# The configuration reference (docs/configuration.md) and README.md's sample, made
+# from the settings model; a test fails when they are stale.
+docs: $(STAMP)
+	$(PY) -m consumer.cli.reference --write
 
 demo: $(STAMP)
 	$(PY) -m testkit.demo

@@ -264,7 +264,7 @@ def install(meters: Meters) -> None:
     from consumer.state.batch import StoreBatch
     from consumer.state.obligations import Obligations
 
-    # main thread, per record (Ingest._mapped -> consumer.changes.records.change_of)
+    # main thread, per record (Ingest.mapped -> consumer.changes.records.change_of)
     meters.wrap(records, "decode_record", "decode")
     meters.wrap(Mapping, "map_event", "map")
     meters.wrap(records, "_checked", "check (safety net)")

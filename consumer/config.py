@@ -13,15 +13,21 @@ places; the first that sets it wins:
 
 The API key is apart: ``$RFMCUBE_API_KEY``, else the file ``api.key_file`` (a
 mounted secret), and never the YAML, so the file can live in a ConfigMap.
-Every problem is reported at once, each with the path of its key
-(``pacing.min_window_seconds: Input should be greater than or equal to 0``),
-and no message, repr or log line holds a secret.
+Every problem is reported at once, each with the path of its key, what was
+probably meant where a name is wrong, and where the value came from
+(``kafka.bootstrap_server: Extra inputs are not permitted (did you mean
+bootstrap_servers?) [environment variable RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVER]``);
+no message, repr or log line holds a secret. What kafka-python would only find
+when it connects is refused here too: a security protocol or SASL mechanism
+whose library is missing, an ``ssl_*file`` that does not exist.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -74,28 +80,53 @@ def _auto_or_bool(value: Any) -> Any:
 
 
 class _Section(BaseModel):
+    # Every key's description is its line in the configuration reference
+    # (docs/configuration.md and README.md's sample, made by consumer/cli/reference.py).
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class KafkaConfig(_Section):
-    bootstrap_servers: str = "127.0.0.1:29092"
-    group_id: str = "rfmcube-cdc"
-    client_id: str = "rfmcube-cdc"
-    dead_letter_topic: str = "rfmcube-cdc.dead-letters"
-    max_pending_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:29092",
+        description="the Kafka brokers to start from, host:port[,host:port...]",
+    )
+    group_id: str = Field(
+        default="rfmcube-cdc",
+        description="the consumer group: every replica of one deployment joins it",
+    )
+    client_id: str = Field(
+        default="rfmcube-cdc", description="the client name the brokers log and quota by"
+    )
+    dead_letter_topic: str = Field(
+        default="rfmcube-cdc.dead-letters",
+        description="where records and documents that cannot be delivered go (create it)",
+    )
+    max_pending_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="read records not yet applied, in bytes, above which reading pauses",
+    )
     # The consumer in a child process of its own: 1.15-1.4x the records/s of a
     # catch-up where a second core is free (bench/README.md). "auto": when the
     # service may use 1.5 CPUs or more (its affinity and its cgroup's quota: a
     # pod's CPU limit); on one core the two processes only compete.
-    consumer_process: Annotated[bool | Literal["auto"], BeforeValidator(_auto_or_bool)] = "auto"
+    consumer_process: Annotated[bool | Literal["auto"], BeforeValidator(_auto_or_bool)] = Field(
+        default="auto",
+        description="the Kafka consumer in a process of its own; auto: from 1.5 CPUs available",
+    )
     # Passed to kafka-python (security_protocol, sasl_*, ssl_*...), checked
     # against its own option list; credentials print as stars.
-    extra: KafkaOptions = Field(default_factory=dict, repr=False)
+    extra: KafkaOptions = Field(
+        default_factory=dict,
+        repr=False,
+        description="kafka-python consumer options: security_protocol, sasl_*, ssl_*,"
+        " session_timeout_ms... (the configuration reference lists them)",
+    )
 
     @field_validator("extra")
     @classmethod
     def _options_work_together(cls, extra: dict[str, Any]) -> dict[str, Any]:
-        problems = kafka_options.combination_problems(extra)
+        problems = kafka_options.combination_problems(extra) + _usable_here(extra)
         if problems:
             # One error per option is unpacked by _problems().
             raise PydanticCustomError(
@@ -110,19 +141,97 @@ class KafkaConfig(_Section):
         yield "extra", kafka_options.masked(self.extra)
 
 
+# Files kafka-python opens only when it first connects.
+_SSL_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile")
+# Python packages kafka-python imports only when it first authenticates.
+_MECHANISM_PACKAGES = {"GSSAPI": "gssapi", "AWS_MSK_IAM": "botocore"}
+
+
+def _usable_here(extra: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(option, problem) for security settings kafka-python accepts and then fails
+    on at the first connection: a missing library, a missing file, a protocol
+    that ignores the options set for it."""
+    problems: list[tuple[str, str]] = []
+    protocol = str(extra.get("security_protocol", "PLAINTEXT"))
+    mechanism = extra.get("sasl_mechanism")
+    tls = protocol in ("SSL", "SASL_SSL")
+    if tls and importlib.util.find_spec("ssl") is None:
+        problems.append(("security_protocol", f"{protocol} needs Python's ssl module"))
+    if protocol.startswith("SASL_") and mechanism is None:
+        problems.append(("sasl_mechanism", f"is required by security_protocol {protocol}"))
+    if mechanism is not None and not protocol.startswith("SASL_"):
+        problems.append(
+            (
+                "security_protocol",
+                f"{protocol} does not authenticate: sasl_mechanism {mechanism} needs SASL_SSL"
+                " (or SASL_PLAINTEXT)",
+            )
+        )
+    package = _MECHANISM_PACKAGES.get(str(mechanism))
+    if package is not None and importlib.util.find_spec(package) is None:
+        problems.append(
+            (
+                "sasl_mechanism",
+                f"{mechanism} needs the Python package {package}, which is not installed"
+                f" here (pip install {package}, in the image too)",
+            )
+        )
+    if mechanism == "AWS_MSK_IAM" and protocol != "SASL_SSL":
+        problems.append(("security_protocol", "sasl_mechanism AWS_MSK_IAM needs SASL_SSL"))
+    for name in _SSL_FILES:
+        value = extra.get(name)
+        if not value:
+            continue
+        if not tls:
+            problems.append((name, f"is not used: security_protocol is {protocol}"))
+        elif not Path(value).is_file():
+            problems.append((name, f"no such file: {value}"))
+        elif not os.access(value, os.R_OK):
+            problems.append((name, f"cannot be read by this user: {value}"))
+    return problems
+
+
 class ApiConfig(_Section):
     # Before base_url, which reads it: http:// sends the key in clear.
-    allow_insecure_http: bool = False
-    base_url: str = "https://api.rfmcube.com/v1"
-    key_file: Path | None = None
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="allow an http:// base_url, which sends the key in clear (a local emulator)",
+    )
+    base_url: str = Field(
+        default="https://api.rfmcube.com/v1", description="the Rfmcube API, up to its /v1"
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description=f"a file holding the API key (a mounted secret), read when ${API_KEY_ENV}"
+        " is not set",
+    )
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="how long a request may take, before its body's upload"
+    )
     # A request's timeout grows with its body: timeout_seconds + bytes / this rate.
-    upload_bytes_per_second: int = Field(default=1_000_000, gt=0)
+    upload_bytes_per_second: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="the slowest upload accepted: a request's timeout grows by its bytes / this",
+    )
     # A Retry-After beyond this is logged and cut to it.
-    max_retry_after_seconds: float = Field(default=600.0, gt=0)
-    max_request_bytes: int = Field(default=200_000_000, gt=1000)
-    acceptance: Literal["process_id", "completed"] = "process_id"
-    trigger_integrations: bool = False
+    max_retry_after_seconds: float = Field(
+        default=600.0, gt=0, description="the longest Retry-After obeyed; a longer one is cut"
+    )
+    max_request_bytes: int = Field(
+        default=200_000_000,
+        gt=1000,
+        description="imports are packed below this many bytes (the API refuses 200 MB)",
+    )
+    acceptance: Literal["process_id", "completed"] = Field(
+        default="process_id",
+        description="when an import counts as accepted for commits: its processId, or its"
+        " process completed",
+    )
+    trigger_integrations: bool = Field(
+        default=False,
+        description="the API's triggerIntegrations flag, sent with every upsert",
+    )
     _key: SecretStr = PrivateAttr(default=SecretStr(""))
 
     @property
@@ -167,18 +276,40 @@ class ApiConfig(_Section):
 
 
 class PacingConfig(_Section):
-    requests_per_minute: int = Field(default=60, gt=0)
+    requests_per_minute: int = Field(
+        default=60,
+        gt=0,
+        description="the API key's whole budget, whatever the number of replicas; requests"
+        " are spaced 60 / this seconds apart",
+    )
     # The length of the API's sliding window; only tests shorten it.
-    window_seconds: float = Field(default=60.0, gt=0)
-    min_window_seconds: float = Field(default=1.0, ge=0)
+    window_seconds: float = Field(
+        default=60.0, gt=0, description="the API's rate-limit window (only tests change it)"
+    )
+    min_window_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="changes are kept together this long before a send (bursts coalesce)",
+    )
 
 
 class StoreConfig(_Section):
-    path: Path = Path("rfmcube-cdc.db")
+    path: Path = Field(
+        default=Path("rfmcube-cdc.db"),
+        description="the SQLite store: rows, and what is owed to the API (keep it on a volume)",
+    )
     # How long an order whose customer is unknown holds its record for that customer.
-    orphan_order_wait_seconds: float = Field(default=30.0, ge=0)
+    orphan_order_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="how long an order's record waits for its customer before it is released",
+    )
     # Above this many documents owed to the API, reading pauses (resumes at 90 %).
-    max_owed_documents: int = Field(default=1_000_000, gt=0)
+    max_owed_documents: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="documents owed to the API above which reading pauses (resumes at 90 %)",
+    )
 
 
 def _upper(value: Any) -> Any:
@@ -192,7 +323,11 @@ class PrivacyConfig(_Section):
     """The key of the mapping's ``customer_delete: {policy: anonymize}`` hash:
     ``$RFMCUBE_ANONYMIZE_KEY``, else this file (a mounted secret); never the YAML."""
 
-    anonymize_key_file: Path | None = None
+    anonymize_key_file: Path | None = Field(
+        default=None,
+        description="a file holding the key of customer_delete: anonymize, read when"
+        f" ${ANONYMIZE_KEY_ENV} is not set",
+    )
     _key: SecretStr = PrivateAttr(default=SecretStr(""))
 
     @property
@@ -214,13 +349,24 @@ class PrivacyConfig(_Section):
 
 
 class ServiceConfig(_Section):
-    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    shutdown_grace_seconds: float = Field(
+        default=20.0, ge=0, description="after SIGTERM, how long the last flush may take"
+    )
     # /healthz, /readyz, /metrics; null turns the server off.
-    health_host: str = "0.0.0.0"
-    health_port: int | None = Field(default=8080, ge=0, le=65535)
-    log_format: Literal["json", "text"] = "json"
+    health_host: str = Field(
+        default="0.0.0.0", description="the address /healthz, /readyz and /metrics listen on"
+    )
+    health_port: int | None = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="their port, also asked by resync; null: no server",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="one JSON object per line, or plain text"
+    )
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = (
-        "INFO"
+        Field(default="INFO", description="the least severe level logged")
     )
 
 
@@ -235,15 +381,32 @@ class Settings(BaseSettings):
         secrets_dir_missing="error",
     )
 
-    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="the Kafka cluster")
     # Validated even when absent: it finds the API key.
-    api: ApiConfig = Field(default_factory=dict, validate_default=True)
-    pacing: PacingConfig = Field(default_factory=PacingConfig)
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    service: ServiceConfig = Field(default_factory=ServiceConfig)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    privacy: PrivacyConfig = Field(default_factory=dict, validate_default=True)
-    mapping: Path | None = None  # None: the reference shop mapping shipped with the package
+    api: ApiConfig = Field(
+        default_factory=dict, validate_default=True, description="the Rfmcube API"
+    )
+    pacing: PacingConfig = Field(
+        default_factory=PacingConfig, description="the request budget and how sends are paced"
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig, description="the state store")
+    service: ServiceConfig = Field(
+        default_factory=ServiceConfig, description="the process: health server, logs, shutdown"
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="a record past one of these is dead-lettered, with the reason",
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="the key of the anonymizing hash (customer_delete: anonymize)",
+    )
+    mapping: Path | None = Field(
+        default=None,
+        description="the mapping file, relative to this file; null: the reference shop's"
+        " (consumer/default_mapping.yaml)",
+    )
 
     @property
     def api_key(self) -> SecretStr:
@@ -275,7 +438,30 @@ def _problems(error: Mapping[str, Any]) -> list[tuple[str, str]]:
         message = _API_KEY_HINT
     elif kind == "extra_forbidden" and len(loc) == 3 and loc[:2] == ("kafka", "extra"):
         message = kafka_options.why_not_settable(loc[2])
+    elif kind == "extra_forbidden":
+        message += _did_you_mean(loc[-1], _keys_at(loc[:-1]))
     return [(".".join(loc) or "(top level)", message)]
+
+
+def _keys_at(section: tuple[str, ...]) -> list[str]:
+    """The keys a section of the configuration takes (none where it is no section)."""
+    model: type[BaseModel] = Settings
+    for name in section:
+        field = model.model_fields.get(name)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name.lower(), list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _prefixed(name: str) -> bool:
+    return name.upper().startswith(ENV_PREFIX)
 
 
 def _unknown_names(names: Iterable[str], where: str) -> list[tuple[str, str]]:
@@ -290,8 +476,53 @@ def _unknown_names(names: Iterable[str], where: str) -> list[tuple[str, str]]:
         if head == "api_key":
             problems.append((name, _API_KEY_HINT))
         elif head not in sections:
-            problems.append((name, f"{where} names no section ({', '.join(sorted(sections))})"))
+            hint = _did_you_mean(head, sections)
+            problems.append(
+                (name, f"{where} names no section ({', '.join(sorted(sections))}){hint}")
+            )
     return problems
+
+
+class _Origins:
+    """Where each value came from, to say it beside a problem: the environment
+    variable, the secret file or the YAML file that set it, in the order the
+    configuration's precedence takes them."""
+
+    def __init__(self) -> None:
+        self._set: list[tuple[tuple[str, ...], str]] = []  # (path, where), highest first
+
+    def add(self, entries: Iterable[tuple[tuple[str, ...], str]]) -> None:
+        self._set.extend(entries)
+
+    def of(self, path: str) -> str | None:
+        loc = tuple(path.split("."))
+        for where_set, where in self._set:
+            common = min(len(where_set), len(loc))
+            # The value itself, a whole section it is in (a variable holding JSON),
+            # or a value inside the section the problem is about.
+            if where_set[:common] == loc[:common]:
+                return where
+        return None
+
+
+def _named(names: Iterable[str], where: str) -> Iterator[tuple[tuple[str, ...], str]]:
+    """The paths that variables (or secret files) named RFMCUBE_CDC__... set."""
+    for name in names:
+        if name.upper().startswith(ENV_PREFIX):
+            path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(NESTING))
+            yield path, where.format(name=name)
+
+
+def _yaml_values(
+    raw: Mapping[Any, Any], source: str, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    """The paths of the values (not the sections) the YAML file sets."""
+    for key, value in raw.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            yield from _yaml_values(value, source, path)
+        else:
+            yield path, source
 
 
 def _read_yaml(path: Path, source: str) -> dict[str, Any]:
@@ -316,12 +547,19 @@ def load_settings(path: str | Path | None, *, secrets_dir: str | Path | None = N
     """
     source = str(path) if path is not None else None
     raw = _read_yaml(Path(path), str(path)) if path is not None else {}
+    in_file = list(_yaml_values(raw, source)) if source is not None else []
+    origins = _Origins()
     problems: list[tuple[str, str]] = []
     # Top-level names pydantic-settings would take as its own init options.
     for name in [name for name in raw if name not in Settings.model_fields]:
-        problems.append((str(name), _API_KEY_HINT if name == "api_key" else "no such section"))
+        hint = _did_you_mean(str(name), Settings.model_fields)
+        problems.append(
+            (str(name), _API_KEY_HINT if name == "api_key" else f"no such section{hint}")
+        )
         del raw[name]
     problems += _unknown_names(os.environ, "the environment variable")
+    # Highest precedence first: a value set in two places came from the first.
+    origins.add(_named(os.environ, "environment variable {name}"))
     options: dict[str, Any] = {}
     if secrets_dir is not None:
         folder = Path(secrets_dir)
@@ -330,6 +568,8 @@ def load_settings(path: str | Path | None, *, secrets_dir: str | Path | None = N
         options["_secrets_dir"] = folder
         files = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
         problems += _unknown_names(files, "the secret file")
+        origins.add(_named(files, f"secret file {folder}/{{name}}"))
+    origins.add(in_file)
     settings: Settings | None = None
     try:
         settings = Settings(**options, **raw)
@@ -339,7 +579,11 @@ def load_settings(path: str | Path | None, *, secrets_dir: str | Path | None = N
         problems.append(("(environment or secrets)", str(exc)))
     if problems or settings is None:
         first, *more = problems or [("(top level)", "invalid")]
-        raise ConfigError(*first, source=source, more=more)
+        # A variable or secret file naming no section says so itself.
+        found = {name: origins.of(name) for name, _ in problems if not _prefixed(name)}
+        raise ConfigError(
+            *first, more=more, origins={name: o for name, o in found.items() if o is not None}
+        )
     if settings.mapping is not None and path is not None and not settings.mapping.is_absolute():
         settings = settings.model_copy(update={"mapping": Path(path).parent / settings.mapping})
     return settings

@@ -27,7 +27,7 @@ BadRecord at its edge. No message here ever contains the API key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from schemas.debezium import Position
 
@@ -63,7 +63,10 @@ class RfmcubeCdcError(Exception):
 class ConfigError(RfmcubeCdcError):
     """A configuration or mapping file is wrong; ``path`` names the wrong key.
 
-    ``problems`` lists every (path, problem) found, the first one included."""
+    ``problems`` lists every (path, problem) found, the first one included;
+    ``origins`` says, by path, where a wrong value came from when the
+    configuration merges several places (a file, an environment variable, a
+    secret file); ``source`` is the file otherwise."""
 
     exit_code = EXIT_CONFIG
 
@@ -74,13 +77,25 @@ class ConfigError(RfmcubeCdcError):
         *,
         source: str | None = None,
         more: Sequence[tuple[str, str]] = (),
+        origins: Mapping[str, str] | None = None,
     ) -> None:
         self.path = path
         self.problem = problem
         self.source = source
         self.problems: tuple[tuple[str, str], ...] = ((path, problem), *more)
+        self.origins: dict[str, str] = dict(origins or {})
         where = f"{source}: " if source else ""
-        super().__init__(where + "; ".join(f"{p}: {m}" for p, m in self.problems))
+        super().__init__(where + "; ".join(self._lines(self.origins)))
+
+    def lines(self) -> list[str]:
+        """One line per problem: ``path: problem [where it came from]``."""
+        return self._lines({path: self.source for path, _ in self.problems} | self.origins)
+
+    def _lines(self, origins: Mapping[str, str | None]) -> list[str]:
+        return [
+            f"{path}: {problem}" + (f" [{origins[path]}]" if origins.get(path) else "")
+            for path, problem in self.problems
+        ]
 
 
 class BadRecord(RfmcubeCdcError):

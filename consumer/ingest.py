@@ -75,7 +75,7 @@ class Ingest:
         # Read by the Kafka thread too (a dict replaced whole, never mutated).
         self.applied: dict[PartitionId, int] = store.applied_offsets()
 
-    def _mapped(self, record: RawRecord) -> EntityChange | None:
+    def mapped(self, record: RawRecord) -> EntityChange | None:
         """The mapped change of one record, checked for the store (the safety net
         of :mod:`consumer.changes.records`); None when it changes no entity. Raises only
         BadRecord."""
@@ -121,7 +121,7 @@ class Ingest:
             if not rebuild and record.offset < applied.get((record.topic, record.partition), 0):
                 self.stats.already_applied += 1
                 try:
-                    self._mapped(record)
+                    self.mapped(record)
                 except BadRecord as exc:
                     bad(record, exc.reason)
             else:
@@ -131,7 +131,7 @@ class Ingest:
         changes: list[tuple[RawRecord, EntityChange]] = []
         for record in fresh:
             try:
-                change = self._mapped(record)
+                change = self.mapped(record)
             except BadRecord as exc:
                 bad(record, exc.reason)
                 continue

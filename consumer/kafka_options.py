@@ -96,6 +96,11 @@ def _settable_options() -> Iterator[tuple[str, Any]]:
         yield name, _EXPLICIT_TYPES.get(name) or _option_type(default)
 
 
+def settable() -> list[str]:
+    """The names ``kafka.extra`` accepts (the configuration reference lists them)."""
+    return [name for name, _ in _settable_options()]
+
+
 if TYPE_CHECKING:
     KafkaOptions = dict[str, Any]
 else:

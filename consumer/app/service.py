@@ -13,8 +13,9 @@ This module starts them and keeps them running:
    group committed but the store lacks, with no API call;
 3. the source joins the group; one member at a time is active (it holds every
    partition); the others stand by;
-4. six tasks run until SIGTERM: ingest, flush, process checks, commits, the
-   role (standing by, taking over) and the resync's progress lines;
+4. seven tasks run until SIGTERM: ingest, flush, process checks, commits, the
+   role (standing by, taking over), the resync's progress lines and replayed
+   dead letters (:mod:`consumer.recovery.replays`);
 5. on SIGTERM the tasks stop, what the grace allows is flushed, offsets are
    committed, and the process exits 0, within one deadline
    (:mod:`consumer.app.shutdown`); a failure exits with the code its class
@@ -76,6 +77,8 @@ class Service:
             stopping=self._stopping,
             stop_requested=self._stop_requested,
             active=self._is_active,
+            ready=lambda: self.role.ready(self.source),
+            wake_flush=lambda: self.delivery.flusher.dirty.set() if self.delivery else None,
         )
         self.store, self.obligations, self.role = parts.store, parts.obligations, parts.role
         self.source: Source | None = None
@@ -210,6 +213,7 @@ class Service:
                 parts.limiter,
                 may_send=self._is_active,
                 on_attempt=parts.prometheus.attempt,
+                fresh=parts.prometheus.fresh,
                 dead_letter_doc=parts.dead_letters.document,
             ) as delivery:
                 self.delivery = delivery
@@ -257,6 +261,7 @@ class Service:
             ),
             asyncio.create_task(self.role.run(source), name="role"),
             asyncio.create_task(self.resync_control.log_progress(stopping), name="progress"),
+            asyncio.create_task(parts.replays.run(stopping), name="replays"),
         ]
         tasks = [flushing, *others]
         stop = asyncio.create_task(stopping.wait())

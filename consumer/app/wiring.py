@@ -28,12 +28,14 @@ from consumer.errors import StoreUnusable
 from consumer.ingest import Ingest, OwedBound
 from consumer.ops.metrics import Metrics
 from consumer.recovery.follower import Follower
+from consumer.recovery.replays import ReplayApplier
 from consumer.recovery.restore import Restorer
 from consumer.recovery.standby import Role
 from consumer.source.base import Source, SourceSettings
 from consumer.source.deadletter import DeadLetters
 from consumer.source.placement import place_source
 from consumer.state.obligations import Obligations
+from consumer.state.replays import Replays
 from consumer.state.store import StateStore
 from schemas.debezium import Position, RawRecord
 from schemas.entities import DocRef
@@ -77,6 +79,7 @@ class Parts:
     report: Report
     prometheus: Metrics
     owed_bound: OwedBound
+    replays: ReplayApplier
 
 
 def build(
@@ -86,6 +89,8 @@ def build(
     stopping: asyncio.Event,
     stop_requested: threading.Event,
     active: Callable[[], bool],
+    ready: Callable[[], bool],
+    wake_flush: Callable[[], None],
 ) -> Parts:
     try:
         store = StateStore(settings.store.path)
@@ -157,6 +162,18 @@ def build(
         report=report,
         prometheus=Metrics(report),
         owed_bound=OwedBound(obligations, settings.store.max_owed_documents),
+        # Replayed dead letters, applied by every instance (consumer/recovery/replays.py).
+        replays=ReplayApplier(
+            ingest,
+            obligations,
+            Replays(store, kafka.dead_letter_topic),
+            bootstrap_servers=kafka.bootstrap_servers,
+            extra=kafka.extra,
+            active=active,
+            ready=ready,
+            dead_letter=dead_letters.record,
+            owed=wake_flush,
+        ),
     )
 
 

@@ -53,10 +53,28 @@ class LimitsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_record_bytes: int = Field(default=DEFAULT_MAX_RECORD_BYTES, gt=0)
-    max_json_depth: int = Field(default=DEFAULT_MAX_JSON_DEPTH, ge=1, le=MAX_JSON_DEPTH)
-    max_number_digits: int = Field(default=DEFAULT_MAX_NUMBER_DIGITS, ge=1, le=MAX_NUMBER_DIGITS)
-    max_decimal_scale: int = Field(default=DEFAULT_MAX_DECIMAL_SCALE, ge=0, le=MAX_DECIMAL_SCALE)
+    # Each description is the key's line in the configuration reference.
+    max_record_bytes: int = Field(
+        default=DEFAULT_MAX_RECORD_BYTES, gt=0, description="a record's key + value, in bytes"
+    )
+    max_json_depth: int = Field(
+        default=DEFAULT_MAX_JSON_DEPTH,
+        ge=1,
+        le=MAX_JSON_DEPTH,
+        description="nesting of a sent JSON column (a list or an object is one level)",
+    )
+    max_number_digits: int = Field(
+        default=DEFAULT_MAX_NUMBER_DIGITS,
+        ge=1,
+        le=MAX_NUMBER_DIGITS,
+        description="significant digits of a sent number",
+    )
+    max_decimal_scale: int = Field(
+        default=DEFAULT_MAX_DECIMAL_SCALE,
+        ge=0,
+        le=MAX_DECIMAL_SCALE,
+        description="digits after the decimal point of a sent number",
+    )
 
     def record_limits(self) -> RecordLimits:
         return RecordLimits(

@@ -9,28 +9,26 @@ import os
 import signal
 import sqlite3
 import sys
-from importlib import metadata
 from typing import TYPE_CHECKING
 
+from consumer import version
 from consumer.errors import ConfigError
 
 if TYPE_CHECKING:
     from consumer.changes.mapping import Mapping
     from consumer.config import Settings
 
+# Read by every command when its flag is absent, so that a second command in a pod
+# (kubectl exec ... rfmcube-cdc resync) reads what `run` reads.
+CONFIG_ENV = "RFMCUBE_CDC_CONFIG"
 SECRETS_DIR_ENV = "RFMCUBE_CDC_SECRETS_DIR"
-
-
-def _version() -> str:
-    try:
-        return metadata.version("rfmcube-cdc")
-    except metadata.PackageNotFoundError:  # run from a source tree without installing
-        return "unknown"
 
 
 def _add_sources(command: argparse.ArgumentParser) -> None:
     command.add_argument(
-        "--config", help="the service's YAML configuration (defaults for every key)"
+        "--config",
+        default=os.environ.get(CONFIG_ENV) or None,
+        help=f"the service's YAML configuration (defaults for every key); default ${CONFIG_ENV}",
     )
     command.add_argument(
         "--secrets-dir",
@@ -48,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVERS). Precedence: environment, secret files, "
         "the YAML file, defaults. The API key: $RFMCUBE_API_KEY or api.key_file.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",
@@ -57,9 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_sources(run)
     check = sub.add_parser(
-        "check-config", help="validate the configuration and mapping, report every problem, exit"
+        "check-config",
+        help="validate the configuration and mapping, report every problem, exit",
+        description="Validate the configuration and the mapping offline; with --connect, also"
+        " reach the Kafka cluster (topics, their retention, the dead-letter topic) and the"
+        " API (the key), as the service would. Exit codes: README.md.",
     )
     _add_sources(check)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also check the cluster, the topics and the API key (one request)",
+    )
     resync = sub.add_parser(
         "resync",
         help="send every document again (or those changed since a time), resumable",
@@ -80,14 +87,38 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="follow the resync running (or report the last one), starting none",
     )
+    letters = sub.add_parser(
+        "dead-letters",
+        help="list the dead letters, or replay them once their cause is fixed",
+        description="list: every dead letter (when, what, where from, why), counted by reason."
+        " replay: send the letters asked for back through the service's own path (each at most"
+        " once): the running instances apply them within seconds.",
+    )
+    what_letters = letters.add_subparsers(dest="letters", required=True)
+    listing = what_letters.add_parser("list", help="every dead letter, counted by reason")
+    _add_sources(listing)
+    listing.add_argument("--since", help="written then or later: 2026-11-27T18:00:00Z, or 24h")
+    again = what_letters.add_parser("replay", help="replay dead letters whose cause is fixed")
+    _add_sources(again)
+    again.add_argument("--reason", help="only letters whose reason contains these words")
+    again.add_argument("--since", help="written then or later: 2026-11-27T18:00:00Z, or 24h")
+    again.add_argument("--dry-run", action="store_true", help="say what it would do, write nothing")
+    reference = sub.add_parser(
+        "config-reference",
+        help="print every configuration key with its type, default and variable",
+        description="The configuration reference of this version, made from its settings"
+        " model: Markdown, or (--yaml) a configuration file with every key at its default.",
+    )
+    reference.add_argument("--yaml", action="store_true", help="a YAML file at the defaults")
     return parser
 
 
 def _refuse(error: ConfigError) -> int:
-    where = f" ({error.source})" if error.source else ""
-    print(f"rfmcube-cdc: configuration refused{where}:", file=sys.stderr)
-    for path, problem in error.problems:
-        print(f"  {path}: {problem}", file=sys.stderr)
+    # Each line says where its value came from: the configuration merges a file, the
+    # environment and secret files.
+    print("rfmcube-cdc: configuration refused:", file=sys.stderr)
+    for line in error.lines():
+        print(f"  {line}", file=sys.stderr)
     return 2
 
 
@@ -113,6 +144,27 @@ def _resync(args: argparse.Namespace, settings: Settings, mapping: Mapping) -> i
         return 0
 
 
+def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.cli.deadletters import list_letters, replay_letters
+    from consumer.delivery.resync import parse_since
+
+    try:
+        since_ms = None if args.since is None else parse_since(args.since)
+    except ValueError as exc:
+        print(f"rfmcube-cdc dead-letters: {exc}", file=sys.stderr)
+        return 2
+    if args.letters == "list":
+        return list_letters(settings, sys.stdout, sys.stderr, since_ms=since_ms)
+    return replay_letters(
+        settings,
+        sys.stdout,
+        sys.stderr,
+        reason=args.reason,
+        since_ms=since_ms,
+        dry_run=args.dry_run,
+    )
+
+
 def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -122,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     # done yet, exit cleanly" rather than dying with -15.
     signal.signal(signal.SIGTERM, _exit_quietly)
     args = build_parser().parse_args(argv)
+    if args.command == "config-reference":
+        from consumer.cli import reference
+
+        print(reference.yaml_sample() if args.yaml else reference.markdown(), end="")
+        return 0
     from consumer.changes.mapping import Mapping
     from consumer.config import load_settings
     from consumer.ops.logs import configure
@@ -136,9 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse(exc)
     if args.command == "check-config":
         print(f"configuration ok: topics {', '.join(mapping.topics())}")
+        if args.connect:
+            from consumer.cli.connect import connect_checks
+
+            return connect_checks(settings, mapping, sys.stdout)
         return 0
     if args.command == "resync":
         return _resync(args, settings, mapping)
+    if args.command == "dead-letters":
+        return _dead_letters(args, settings)
     configure(settings.service.log_format, settings.service.log_level)
     from consumer.app.service import Service
     from consumer.errors import EXIT_STORE, StoreUnusable

@@ -14,6 +14,11 @@ memory at a time. Every answered request is settled in the store at once, in
 one transaction (:meth:`Obligations.settle`). What is not settled stays owed:
 a crash anywhere sends it again, never loses it, and never sends again what
 was accepted.
+
+Each document and delete the API accepts is reported to ``fresh`` with the
+source time of the oldest change it carried (``rfmcube_cdc_freshness_seconds``),
+by call; with ``completed`` acceptance, an import's documents are reported when
+its process completed (:mod:`consumer.delivery.processes`), not here.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ __all__ = ["FlushStats", "Flusher"]
 log = logging.getLogger(__name__)
 
 DeadLetterDoc = Callable[[DocRef, Position | None, str, bytes], None]
+# Documents accepted through a call, by the source time (ms) of their oldest change.
+Fresh = Callable[[str, list[int]], None]
 
 
 @dataclass(slots=True)
@@ -69,6 +76,7 @@ class Flusher:
         dead_letter_doc: DeadLetterDoc,
         hurry_imports: Callable[[set[str]], None],
         imports_accepted: Callable[[], None] = lambda: None,
+        fresh: Fresh = lambda call, source_ms: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._obligations = obligations
@@ -82,6 +90,9 @@ class Flusher:
         self._dead_letter_doc = dead_letter_doc
         self._hurry_imports = hurry_imports
         self._imports_accepted = imports_accepted  # their checks fall due
+        self._fresh = fresh
+        # The source times of this flush's deletes: their outcome names only the customer.
+        self._delete_sources: dict[DocRef, int] = {}
         self._clock = clock
         self._lock = asyncio.Lock()
         self.dirty = asyncio.Event()
@@ -126,11 +137,15 @@ class Flusher:
         after: tuple[float, int] | None = None
         until = obligations.last_seq()  # what changes meanwhile is the next flush's
         taken = 0
+        self._delete_sources = {}
         try:
             while taken < self._max_documents:
                 owed = obligations.take(self._chunk, after, until)
                 if not owed:
                     break
+                self._delete_sources.update(
+                    (d.ref, d.source_ms) for d in owed if d.deletes and d.source_ms is not None
+                )
                 after = (owed[-1].since, owed[-1].seq)
                 taken += len(owed)
                 plan = self._planner.plan(owed, self._clock())
@@ -186,7 +201,16 @@ class Flusher:
                 accepted=outcome.accepted,
                 deleted=outcome.deleted,
                 imports=[
-                    AcceptedImport(sent.process_id, sent.docs, self._hold_imports)
+                    AcceptedImport(
+                        sent.process_id,
+                        sent.docs,
+                        self._hold_imports,
+                        {
+                            d.ref: d.source_ms
+                            for d in outcome.done
+                            if d.source_ms is not None and d.ref in sent.docs
+                        },
+                    )
                     for sent in outcome.imports
                     if sent.process_id is not None
                 ],
@@ -204,8 +228,25 @@ class Flusher:
         stats.bytes_sent += outcome.bytes
         if outcome.accepted or outcome.deleted:
             stats.last_accepted_at = self._clock()
+            self._observe_freshness(outcome)
         if outcome.imports:
             self._imports_accepted()
+
+    def _observe_freshness(self, outcome: Outcome) -> None:
+        """What the API accepted, by call, with the source time of its oldest change."""
+        if outcome.deleted:
+            sources = [self._delete_sources.get(ref) for ref in outcome.deleted]
+            self._fresh("delete_customer", [ms for ms in sources if ms is not None])
+        if outcome.imports and self._hold_imports:
+            return  # accepted when its process completes
+        call = "import" if outcome.imports else next(iter(outcome.requests), None)
+        accepted = [
+            d.source_ms
+            for d in outcome.done
+            if d.source_ms is not None and d.ref in outcome.accepted
+        ]
+        if call is not None and call != "delete_customer" and accepted:
+            self._fresh(call, accepted)
 
 
 async def _first(event: asyncio.Event | None, stopping: asyncio.Event, timeout: float) -> None:

@@ -50,6 +50,7 @@ class ProcessChecker:
         limiter: RateLimiter,
         *,
         on_failed: Callable[[], None],
+        on_completed: Callable[[list[int]], None] = lambda source_ms: None,
         first_check: float = 1.0,
         longest_interval: float = 60.0,
         share: float = 0.5,
@@ -59,6 +60,8 @@ class ProcessChecker:
         self._client = client
         self._limiter = limiter
         self._on_failed = on_failed
+        # The source times of a completed import's documents (freshness, ``completed``).
+        self._on_completed = on_completed
         self._first_check = first_check
         self._longest = longest_interval
         self._share = share
@@ -127,7 +130,7 @@ class ProcessChecker:
             return self._failed(pid, f"unknown to the API ({exc.status})", "unknown")
         status = answer.get("status")
         if status == "completed":
-            self._obligations.completed(pid)
+            self._on_completed(self._obligations.completed(pid))
             self.outcomes["completed"] += 1
             return "completed"
         if status == "failed":

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from consumer.config import Settings
-from consumer.delivery.flush import DeadLetterDoc, Flusher
+from consumer.delivery.flush import DeadLetterDoc, Flusher, Fresh
 from consumer.delivery.http.client import ApiSettings, Attempt, RfmcubeClient
 from consumer.delivery.http.ratelimit import RateLimiter
 from consumer.delivery.planner import Planner
@@ -75,6 +75,7 @@ async def open_delivery(
     *,
     may_send: Callable[[], bool],
     on_attempt: Callable[[Attempt], None],
+    fresh: Fresh,
     dead_letter_doc: DeadLetterDoc,
 ) -> AsyncIterator[Delivery]:
     api = settings.api
@@ -109,6 +110,17 @@ async def open_delivery(
             dead_letter_doc=dead_letter_doc,
             hurry_imports=lambda pids: checker.hurry(pids) if checker else None,
             imports_accepted=lambda: checker.wake.set() if checker else None,
+            fresh=fresh,
         )
-        checker = ProcessChecker(obligations, client, limiter, on_failed=flusher.dirty.set)
+        checker = ProcessChecker(
+            obligations,
+            client,
+            limiter,
+            on_failed=flusher.dirty.set,
+            # With ``completed`` acceptance an import's documents count as delivered
+            # (freshness) when its process completed, not when it was accepted.
+            on_completed=lambda source_ms: (
+                fresh("import", source_ms) if api.acceptance == "completed" else None
+            ),
+        )
         yield Delivery(client, flusher, checker, obligations, limiter)

@@ -2,7 +2,10 @@
 
 A dead letter keeps the original key and value (or, for an entity the API
 rejected, the rejected document) and says why and where it came from in
-headers. Sends are asynchronous; :meth:`DeadLetters.flush` waits for the
+headers: ours (``rfmcube.*``) and Kafka Connect's (``__connect.errors.*``:
+topic, partition, offset, exception class and message), which existing
+dead-letter tooling reads. The letters are read back, listed and replayed by
+:mod:`consumer.source.letters`. Sends are asynchronous; :meth:`DeadLetters.flush` waits for the
 broker's acknowledgement (acks=all) of the dead letters sent before it (or up
 to a count), never for those sent meanwhile, and raises if any dead letter
 was lost, so the service flushes before committing offsets past a
@@ -34,7 +37,7 @@ import kafka.errors as kafka_errors
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from consumer.errors import DeadLetterFailed
+from consumer.errors import ApiRejected, BadRecord, DeadLetterFailed
 from consumer.source.base import broker_errors
 from schemas.debezium import Position, RawRecord
 
@@ -47,6 +50,13 @@ SOURCE_OFFSET = "rfmcube.source.offset"
 KIND = "rfmcube.kind"  # "record" (undecodable/unmappable) or "entity" (API-rejected)
 TRUNCATED = "rfmcube.truncated"  # what was cut to fit: "value", "value,headers", ...
 ORIGINAL_BYTES = "rfmcube.original.bytes"  # key + value bytes before the cut
+# Kafka Connect's names (its DeadLetterQueueReporter), beside ours.
+CONNECT_TOPIC = "__connect.errors.topic"
+CONNECT_PARTITION = "__connect.errors.partition"
+CONNECT_OFFSET = "__connect.errors.offset"
+CONNECT_CLASS = "__connect.errors.exception.class.name"
+CONNECT_MESSAGE = "__connect.errors.exception.message"
+CONNECT_PREFIX = "__connect.errors."
 
 Headers = list[tuple[str, bytes]]
 
@@ -63,17 +73,38 @@ def producer_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in extra.items() if key not in consumer_only}
 
 
+def _error_class(kind: str, reason: str) -> str:
+    """The exception class Connect's header names: the error class of ours that says
+    why. The API's refusals name their call (``import rejected: ...``); the other
+    entity letters are documents no request could carry (the planner's)."""
+    if kind == "entity" and " rejected: " in reason:
+        return f"{ApiRejected.__module__}.{ApiRejected.__qualname__}"
+    return f"{BadRecord.__module__}.{BadRecord.__qualname__}"
+
+
 def _position_headers(position: Position, reason: str, kind: str) -> Headers:
     text = reason.encode("utf-8", "backslashreplace")  # a lone surrogate must not fail send()
     if len(text) > MAX_REASON_BYTES:
         text = text[: MAX_REASON_BYTES - 3].decode("utf-8", "ignore").encode() + "…".encode()
-    return [
+    topic = position.topic.encode("utf-8", "backslashreplace")
+    partition = str(position.partition).encode("ascii")
+    offset = str(position.offset).encode("ascii")
+    ours = [
         (REASON, text),
-        (SOURCE_TOPIC, position.topic.encode("utf-8", "backslashreplace")),
-        (SOURCE_PARTITION, str(position.partition).encode("ascii")),
-        (SOURCE_OFFSET, str(position.offset).encode("ascii")),
+        (SOURCE_TOPIC, topic),
+        (SOURCE_PARTITION, partition),
+        (SOURCE_OFFSET, offset),
         (KIND, kind.encode("ascii")),
     ]
+    # Connect names a position only when there is one (a document whose records were
+    # all committed has none).
+    where = (
+        [(CONNECT_TOPIC, topic), (CONNECT_PARTITION, partition), (CONNECT_OFFSET, offset)]
+        if position.topic
+        else []
+    )
+    error = [(CONNECT_CLASS, _error_class(kind, reason).encode("ascii")), (CONNECT_MESSAGE, text)]
+    return ours + where + error
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:

@@ -114,10 +114,10 @@ class StoreBatch:
             raise BadRecord(change.position, str(exc)) from None
         if self._owe or self._forget_accepted:
             for touch in touches:
-                self._touch(touch, change.position)
+                self._touch(touch, change.position, change.ts_ms)
         return touches
 
-    def _touch(self, touch: Touch, position: Position) -> None:
+    def _touch(self, touch: Touch, position: Position, source_ms: int | None = None) -> None:
         if self._forget_accepted:
             self._forget.add(touch.doc)
         if not self._owe:
@@ -130,7 +130,7 @@ class StoreBatch:
             owed.deletes.append((seq, touch.deleted))
             seq = self._obligations.next_seq()  # an upsert after it sorts after it
         owed.seq = seq
-        owed.mark(position)
+        owed.mark(position, source_ms)
 
     def _write(self, row: MappedRow, deleted: bool, changed_ms: int | None) -> None:
         try:

@@ -24,6 +24,16 @@ carried it completed:
   taken to carry every document the records between the commits' floor and
   their offset touched; with none known, every document
   (``unknown_docs``).
+
+Freshness (``rfmcube_cdc_freshness_seconds``): an owed document keeps the
+source time (Debezium's ts_ms) of the oldest change waiting on it
+(``owed.source_ms``), and of the oldest change of the last batch that touched
+it (``owed.latest_ms``), which is what still waits once a send settled the
+changes it saw. An accepted import keeps it per document (``import_docs``),
+for ``completed`` acceptance and for a failed process, whose documents are
+owed again with it. What is owed without a change of its own (a resync, a
+mapping change, orders that follow their customer) has none, and is not
+observed.
 """
 
 from __future__ import annotations
@@ -82,14 +92,18 @@ CREATE INDEX IF NOT EXISTS import_marks_by_partition ON import_marks (topic, par
 @dataclass(slots=True)
 class BatchObligation:
     """What one batch of records makes owed for one document: its newest number,
-    the records waiting on it per partition (first and last offset) and the
-    customer deletes that must go out before it, in order."""
+    the records waiting on it per partition (first and last offset), the
+    customer deletes that must go out before it, in order, and the source time
+    of its oldest change (ms; None: unknown)."""
 
     seq: int
     marks: dict[PartitionId, list[int]] = field(default_factory=dict)  # [first, last]
     deletes: list[tuple[int, CustomerIdentity]] = field(default_factory=list)
+    source_ms: int | None = None
 
-    def mark(self, position: Position) -> None:
+    def mark(self, position: Position, source_ms: int | None = None) -> None:
+        if source_ms is not None and (self.source_ms is None or source_ms < self.source_ms):
+            self.source_ms = source_ms
         span = self.marks.get((position.topic, position.partition))
         if span is None:
             self.marks[(position.topic, position.partition)] = [position.offset, position.offset]
@@ -106,6 +120,7 @@ class OwedDoc:
     seq: int
     since: float
     deletes: list[tuple[int, CustomerIdentity]] = field(default_factory=list)
+    source_ms: int | None = None  # the source time of the oldest change it carries
 
     @property
     def delete_seq(self) -> int:
@@ -119,6 +134,7 @@ class AcceptedImport:
     process_id: str
     docs: dict[DocRef, str | None]  # what it carried: document → hash (None: the container)
     hold_commits: bool  # ``completed`` acceptance: its records wait for the process
+    sources: dict[DocRef, int] = field(default_factory=dict)  # document → source_ms
 
 
 @dataclass(slots=True)
@@ -157,6 +173,7 @@ class Obligations:
         if not store.read_only:
             self.db.executescript(_SCHEMA)
             self._migrate()
+            self._add_freshness_columns()
         found = self.db.execute(
             "SELECT max(s) FROM (SELECT max(seq) AS s FROM owed"
             " UNION ALL SELECT max(seq) FROM owed_deletes)"
@@ -177,6 +194,18 @@ class Obligations:
                 self.db.execute(
                     f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT {default}"
                 )
+
+    def _add_freshness_columns(self) -> None:
+        """The source times of the changes a document carries (see the module's
+        docstring); NULL in a store written before them: those are not observed."""
+        for table, column in (
+            ("owed", "source_ms"),
+            ("owed", "latest_ms"),
+            ("import_docs", "source_ms"),
+        ):
+            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
 
     # -- numbering -----------------------------------------------------------------
 
@@ -202,9 +231,16 @@ class Obligations:
             return
         db = self.db
         db.executemany(
-            "INSERT INTO owed (kind, key, seq, since) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
-            [(kind.value, key, o.seq, now) for (kind, key), o in owed.items()],
+            "INSERT INTO owed (kind, key, seq, since, source_ms, latest_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq,"
+            # SQLite's min() of a NULL is NULL: the known time wins.
+            " source_ms = coalesce(min(owed.source_ms, excluded.source_ms), owed.source_ms,"
+            " excluded.source_ms), latest_ms = excluded.latest_ms",
+            [
+                (kind.value, key, o.seq, now, o.source_ms, o.source_ms)
+                for (kind, key), o in owed.items()
+            ],
         )
         db.executemany(
             "INSERT INTO owed_marks (kind, key, topic, partition, first_offset, last_offset)"
@@ -244,13 +280,13 @@ class Obligations:
         since, seq = after if after is not None else (float("-inf"), -1)
         until = until_seq if until_seq is not None else self._seq
         rows = self.db.execute(
-            "SELECT kind, key, seq, since FROM owed WHERE (since, seq) > (?, ?) AND seq <= ?"
-            " ORDER BY since, seq LIMIT ?",
+            "SELECT kind, key, seq, since, source_ms FROM owed"
+            " WHERE (since, seq) > (?, ?) AND seq <= ? ORDER BY since, seq LIMIT ?",
             (since, seq, until, limit),
         ).fetchall()
         docs = {
-            (Kind(kind), key): OwedDoc((Kind(kind), key), seq, since)
-            for kind, key, seq, since in rows
+            (Kind(kind), key): OwedDoc((Kind(kind), key), seq, since, source_ms=source_ms)
+            for kind, key, seq, since, source_ms in rows
         }
         customers = [key for kind, key in docs if kind in (Kind.CUSTOMER, Kind.GUEST)]
         if customers:
@@ -375,6 +411,11 @@ class Obligations:
                 "DELETE FROM owed WHERE kind = ? AND key = ? AND seq <= ?",
                 [(d.ref[0].value, d.ref[1], d.seq) for d in done],
             )
+            # Changed again while it was sent: what still waits is the last batch's.
+            db.executemany(
+                "UPDATE owed SET source_ms = latest_ms WHERE kind = ? AND key = ?",
+                [(d.ref[0].value, d.ref[1]) for d in done if d.source_ms is not None],
+            )
             # A document changed again meanwhile keeps its marks: the next send settles them.
             db.executemany(
                 "DELETE FROM owed_marks WHERE kind = ? AND key = ? AND NOT EXISTS"
@@ -467,9 +508,14 @@ class Obligations:
             " VALUES (?, ?, ?, 0)",
             (pid, now, now + self._first_check),
         )
+        sources = accepted.sources
         db.executemany(
-            "INSERT OR REPLACE INTO import_docs (process_id, kind, key, hash) VALUES (?, ?, ?, ?)",
-            [(pid, kind.value, key, h) for (kind, key), h in accepted.docs.items()],
+            "INSERT OR REPLACE INTO import_docs (process_id, kind, key, hash, source_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (pid, kind.value, key, h, sources.get((kind, key)))
+                for (kind, key), h in accepted.docs.items()
+            ],
         )
         db.executemany(
             "INSERT INTO import_marks (process_id, topic, partition, first_offset, holds)"
@@ -616,9 +662,20 @@ class Obligations:
                 (self._clock() + next_in, process_id),
             )
 
-    def completed(self, process_id: str) -> None:
-        with self.store.transaction():
+    def completed(self, process_id: str) -> list[int]:
+        """The process completed: the import leaves the store. Returns the source
+        times of the documents it carried (for ``completed`` acceptance's freshness)."""
+        with self.store.transaction() as db:
+            sources = [
+                int(ms)
+                for (ms,) in db.execute(
+                    "SELECT source_ms FROM import_docs"
+                    " WHERE process_id = ? AND source_ms IS NOT NULL",
+                    (process_id,),
+                )
+            ]
             self._drop_import(process_id)
+        return sources
 
     def failed(self, process_id: str) -> list[DocRef]:
         """The process failed (or is unknown): what it carried is owed again, and
@@ -636,6 +693,19 @@ class Obligations:
                 [(kind, key, h) for kind, key, h in carried if h is not None],
             )
             self.owe(refs)
+            # Owed again with the changes it carried: their delay runs on.
+            db.executemany(
+                "UPDATE owed SET source_ms = coalesce(min(source_ms, ?), ?)"
+                " WHERE kind = ? AND key = ?",
+                [
+                    (ms, ms, kind, key)
+                    for kind, key, ms in db.execute(
+                        "SELECT kind, key, source_ms FROM import_docs"
+                        " WHERE process_id = ? AND source_ms IS NOT NULL",
+                        (process_id,),
+                    ).fetchall()
+                ],
+            )
             db.executemany(
                 "INSERT INTO owed_marks (kind, key, topic, partition, first_offset, last_offset)"
                 " SELECT ?, ?, topic, partition, first_offset, first_offset FROM import_marks"

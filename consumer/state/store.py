@@ -198,6 +198,14 @@ class StateStore:
         stored = self.get(kind, key)
         return None if stored is None or stored.deleted else stored.row
 
+    def changed_ms(self, kind: Kind, key: str) -> tuple[bool, int | None]:
+        """Whether a row is stored (deleted or not), and the source time of its last
+        change (a replayed dead letter must not undo a later change)."""
+        found = self.db.execute(
+            "SELECT changed_ms FROM rows WHERE kind = ? AND key = ?", (kind.value, key)
+        ).fetchone()
+        return (False, None) if found is None else (True, found[0])
+
     # Bulk reads: a few queries per batch instead of a few per row. Every
     # sqlite3 call releases the GIL; while kafka-python's I/O thread is busy
     # decoding fetches, each re-acquisition waits for it.

@@ -95,7 +95,8 @@ def test_defaults_need_only_the_api_key() -> None:
             "lower than session_timeout_ms",
         ),
         (
-            "kafka:\n  extra:\n    sasl_mechanism: SCRAM-SHA-512\n    sasl_plain_username: u\n",
+            "kafka:\n  extra:\n    security_protocol: SASL_SSL\n    sasl_mechanism: SCRAM-SHA-512\n"
+            "    sasl_plain_username: u\n",
             "kafka.extra.sasl_plain_password",
             "required by sasl_mechanism SCRAM-SHA-512",
         ),
@@ -150,7 +151,7 @@ def test_the_environment_overrides_secret_files_which_override_the_yaml(
     config = write(
         tmp_path,
         "kafka:\n  bootstrap_servers: yaml:9092\n  group_id: yaml-group\n"
-        "  client_id: yaml-client\n  extra:\n    security_protocol: SASL_SSL\n",
+        "  client_id: yaml-client\n  extra:\n    security_protocol: SSL\n",
     )
     secrets = tmp_path / "secrets"
     secrets.mkdir()
@@ -164,7 +165,7 @@ def test_the_environment_overrides_secret_files_which_override_the_yaml(
     assert kafka.bootstrap_servers == "yaml:9092"  # YAML over default
     assert kafka.dead_letter_topic == "rfmcube-cdc.dead-letters"  # default
     # Nested sections merge key by key; a number from the environment is a number.
-    assert kafka.extra == {"security_protocol": "SASL_SSL", "session_timeout_ms": 6000}
+    assert kafka.extra == {"security_protocol": "SSL", "session_timeout_ms": 6000}
 
 
 def test_a_kafka_password_comes_from_a_secret_file_and_is_never_shown(
@@ -318,3 +319,102 @@ def test_the_consumer_process_is_auto_true_or_false(
 def test_a_wrong_consumer_process_is_refused_with_its_path(tmp_path: Path) -> None:
     problems = problems_of(write(tmp_path, "kafka:\n  consumer_process: sometimes\n"))
     assert list(problems) == ["kafka.consumer_process"], problems
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "meant"),
+    [
+        ("kafka:\n  bootstrap_server: x\n", "kafka.bootstrap_server", "bootstrap_servers"),
+        ("pacnig: {}\n", "pacnig", "pacing"),
+        ("limits:\n  max_json_dept: 3\n", "limits.max_json_dept", "max_json_depth"),
+        ("service:\n  helth_port: 1\n", "service.helth_port", "health_port"),
+        ("api:\n  acceptence: completed\n", "api.acceptence", "acceptance"),
+        ("kafka:\n  extra:\n    sasl_plain_pasword: x\n", "kafka.extra.sasl_plain_pasword", None),
+    ],
+)
+def test_a_misspelt_key_gets_a_did_you_mean_at_every_level(
+    tmp_path: Path, text: str, path: str, meant: str | None
+) -> None:
+    problems = problems_of(write(tmp_path, text))
+    assert list(problems) == [path]
+    assert f"(did you mean {meant or 'sasl_plain_password'}?)" in problems[path]
+
+
+def test_a_misspelt_variable_gets_a_did_you_mean_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVER", "kafka:9092")
+    monkeypatch.setenv("RFMCUBE_CDC__PACNIG__MIN_WINDOW_SECONDS", "1")
+    problems = problems_of(None)
+    assert "(did you mean bootstrap_servers?)" in problems["kafka.bootstrap_server"]
+    assert "(did you mean pacing?)" in problems["RFMCUBE_CDC__PACNIG__MIN_WINDOW_SECONDS"]
+
+
+def test_every_problem_says_where_its_value_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path, "pacing:\n  min_window_seconds: -1\nservice:\n  log_level: INFO\n")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "RFMCUBE_CDC__PACING__REQUESTS_PER_MINUTE").write_text("0", encoding="utf-8")
+    # The environment wins over the file: its wrong value is the one refused.
+    monkeypatch.setenv("RFMCUBE_CDC__SERVICE__LOG_LEVEL", "loud")
+    monkeypatch.setenv("RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVER", "kafka:9092")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, secrets_dir=secrets)
+    assert caught.value.origins == {
+        "pacing.min_window_seconds": str(config),
+        "pacing.requests_per_minute": f"secret file {secrets}/"
+        "RFMCUBE_CDC__PACING__REQUESTS_PER_MINUTE",
+        "service.log_level": "environment variable RFMCUBE_CDC__SERVICE__LOG_LEVEL",
+        "kafka.bootstrap_server": "environment variable RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVER",
+    }
+    assert main(["check-config", "--config", str(config), "--secrets-dir", str(secrets)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "  kafka.bootstrap_server: Extra inputs are not permitted (did you mean"
+        " bootstrap_servers?) [environment variable RFMCUBE_CDC__KAFKA__BOOTSTRAP_SERVER]"
+    ) in err
+    assert (
+        f"  pacing.min_window_seconds: Input should be greater than or equal to 0 [{config}]" in err
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "problem"),
+    [
+        (
+            "security_protocol: SASL_SSL\n    sasl_mechanism: GSSAPI\n",
+            "kafka.extra.sasl_mechanism",
+            "needs the Python package gssapi, which is not installed",
+        ),
+        (
+            "security_protocol: SASL_SSL\n    sasl_mechanism: AWS_MSK_IAM\n",
+            "kafka.extra.sasl_mechanism",
+            "needs the Python package botocore, which is not installed",
+        ),
+        ("security_protocol: SASL_SSL\n", "kafka.extra.sasl_mechanism", "is required by"),
+        (
+            "sasl_mechanism: PLAIN\n    sasl_plain_username: u\n    sasl_plain_password: p\n",
+            "kafka.extra.security_protocol",
+            "PLAINTEXT does not authenticate",
+        ),
+        (
+            "security_protocol: SSL\n    ssl_cafile: /nonexistent/ca.pem\n",
+            "kafka.extra.ssl_cafile",
+            "no such file: /nonexistent/ca.pem",
+        ),
+        ("ssl_certfile: {here}\n", "kafka.extra.ssl_certfile", "security_protocol is PLAINTEXT"),
+    ],
+)
+def test_what_would_fail_at_the_first_connection_is_refused_at_start_up(
+    tmp_path: Path, extra: str, path: str, problem: str
+) -> None:
+    extra = extra.format(here=write(tmp_path, "pem", "cert.pem"))
+    problems = problems_of(write(tmp_path, f"kafka:\n  extra:\n    {extra}"))
+    assert list(problems) == [path]
+    assert problem in problems[path]
+
+
+def test_tls_files_that_exist_are_accepted(tmp_path: Path) -> None:
+    ca = write(tmp_path, "pem", "ca.pem")
+    text = f"kafka:\n  extra:\n    security_protocol: SSL\n    ssl_cafile: {ca}\n"
+    assert load_settings(write(tmp_path, text)).kafka.extra["ssl_cafile"] == str(ca)

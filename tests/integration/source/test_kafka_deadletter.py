@@ -49,14 +49,20 @@ def test_dead_letters_come_back_with_key_value_reason_and_position(
     try:
         dead.send(record, "cannot decode: bad magic byte \u00e9")
         dead.send_entity(
-            Position("shop.public.customers", 0, 9), b"c-9", b'{"id":"c-9"}', "422: email"
+            Position("shop.public.customers", 0, 9),
+            b"customer:9",
+            b'{"id":"9"}',
+            "import rejected: import: rejected (422): email",
+        )
+        dead.send_entity(
+            Position("", -1, -1), b"order:5", b"", "order 5: neither customer id nor email"
         )
         dead.flush()
-        assert dead.count == 2
+        assert dead.count == 3
     finally:
         dead.close()
 
-    first, second = read_all(kafka_bootstrap, topic, 2)
+    first, second, third = read_all(kafka_bootstrap, topic, 3)
     assert (first.key, first.value) == (record.key, record.value)
     assert dict(first.headers) == {
         "trace": b"abc",
@@ -66,15 +72,30 @@ def test_dead_letters_come_back_with_key_value_reason_and_position(
         "rfmcube.source.partition": b"2",
         "rfmcube.source.offset": b"41",
         "rfmcube.kind": b"record",
+        # Kafka Connect's dead-letter headers, for the tooling that reads them
+        "__connect.errors.topic": b"shop.public.orders",
+        "__connect.errors.partition": b"2",
+        "__connect.errors.offset": b"41",
+        "__connect.errors.exception.class.name": b"consumer.errors.BadRecord",
+        "__connect.errors.exception.message": "cannot decode: bad magic byte \u00e9".encode(),
     }
-    assert (second.key, second.value) == (b"c-9", b'{"id":"c-9"}')
+    assert (second.key, second.value) == (b"customer:9", b'{"id":"9"}')
     assert dict(second.headers) == {
-        "rfmcube.reason": b"422: email",
+        "rfmcube.reason": b"import rejected: import: rejected (422): email",
         "rfmcube.source.topic": b"shop.public.customers",
         "rfmcube.source.partition": b"0",
         "rfmcube.source.offset": b"9",
         "rfmcube.kind": b"entity",
+        "__connect.errors.topic": b"shop.public.customers",
+        "__connect.errors.partition": b"0",
+        "__connect.errors.offset": b"9",
+        "__connect.errors.exception.class.name": b"consumer.errors.ApiRejected",
+        "__connect.errors.exception.message": b"import rejected: import: rejected (422): email",
     }
+    # A document no record holds any more: no position to name, for Connect either.
+    headers = dict(third.headers)
+    assert headers["rfmcube.source.topic"] == b"" and "__connect.errors.topic" not in headers
+    assert headers["__connect.errors.exception.class.name"] == b"consumer.errors.BadRecord"
 
 
 def test_flush_with_nothing_sent_returns_at_once(kafka_bootstrap: str, topic: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -15,9 +16,11 @@ import yaml
 from consumer.app.shutdown import SHUTDOWN_MARGIN_SECONDS
 from consumer.changes.mapping import Mapping
 from consumer.config import Settings, load_settings
+from consumer.state.store import StateStore
 
 REPO = Path(__file__).resolve().parents[3]
 OVERLAY = "deploy/overlays/example"
+MOUNTS = ("config", "api-key", "kafka-credentials", "state")
 
 Manifest = dict[str, Any]
 
@@ -86,9 +89,14 @@ def volume_source(rendered: list[Manifest], volume: str) -> Manifest:
     return dict(source)
 
 
-def argument(rendered: list[Manifest], flag: str) -> PurePosixPath:
-    args = container(rendered)["args"]
-    return PurePosixPath(args[args.index(flag) + 1])
+def environment(rendered: list[Manifest]) -> dict[str, str]:
+    """The container's environment variables that have a value."""
+    return {e["name"]: e["value"] for e in container(rendered).get("env", []) if "value" in e}
+
+
+def config_path(rendered: list[Manifest]) -> PurePosixPath:
+    """Where every command in the container reads its configuration."""
+    return PurePosixPath(environment(rendered)["RFMCUBE_CDC_CONFIG"])
 
 
 def load_as_the_pod_would(
@@ -114,8 +122,9 @@ def load_as_the_pod_would(
     raw = yaml.safe_load(config_map["data"]["config.yaml"])
     key_file = tmp_path / raw["api"]["key_file"].lstrip("/")
     monkeypatch.setenv("RFMCUBE_CDC__API__KEY_FILE", str(key_file))
-    config = tmp_path / str(argument(rendered, "--config")).lstrip("/")
-    assert argument(rendered, "--secrets-dir") == mount_of(rendered, "kafka-credentials")
+    config = tmp_path / str(config_path(rendered)).lstrip("/")
+    secrets_dir = PurePosixPath(environment(rendered)["RFMCUBE_CDC_SECRETS_DIR"])
+    assert secrets_dir == mount_of(rendered, "kafka-credentials")
     return load_settings(config, secrets_dir=secrets)
 
 
@@ -147,7 +156,7 @@ def test_the_paths_in_the_configuration_are_the_pods_mounts(rendered: list[Manif
     assert key_file.parent == mount_of(rendered, "api-key")
     assert key_file.name in secret_data(rendered, "rfmcube-cdc-api-key-")
     assert PurePosixPath(raw["store"]["path"]).parent == mount_of(rendered, "state")
-    assert argument(rendered, "--config").parent == mount_of(rendered, "config")
+    assert config_path(rendered).parent == mount_of(rendered, "config")
 
 
 def test_two_replicas_each_keep_their_store_on_their_own_volume(
@@ -244,7 +253,10 @@ def test_secrets_stay_out_of_config_maps_and_the_environment(rendered: list[Mani
     raw = yaml.safe_load(service_config_map(rendered)["data"]["config.yaml"])
     assert "sasl_plain_password" not in raw["kafka"]["extra"]
     assert "key" not in raw["api"]
-    assert not [e for e in container(rendered).get("env", []) if "value" in e]
+    # Only where the configuration is: paths of mounts, no value of a secret.
+    for name, value in environment(rendered).items():
+        assert name in ("RFMCUBE_CDC_CONFIG", "RFMCUBE_CDC_SECRETS_DIR"), name
+        assert any(PurePosixPath(value).is_relative_to(mount_of(rendered, v)) for v in MOUNTS)
     for name in ("api-key", "kafka-credentials"):
         assert volume_source(rendered, name)["secret"]["defaultMode"] == 0o440
 
@@ -269,3 +281,45 @@ def test_the_bases_own_configuration_is_accepted_too(
     settings = load_settings(config)
     assert settings.api.key_file == Path("/etc/rfmcube-cdc/api-key/key")
     assert settings.store.path.parent == Path("/var/lib/rfmcube-cdc")
+
+
+def test_a_second_command_in_the_pod_reads_what_run_reads(
+    rendered: list[Manifest], tmp_path: Path
+) -> None:
+    """README.md's `kubectl exec <pod> -- rfmcube-cdc resync --dry-run`: a command with
+    no arguments, in the container's environment, on the pod's mounts (re-rooted
+    under tmp_path: every mount path in the files and the variables moves with it)."""
+    root = tmp_path / "pod"
+    mounts = {v: str(mount_of(rendered, v)) for v in MOUNTS}
+
+    def rerooted(text: str) -> str:
+        for path in mounts.values():
+            text = text.replace(path, f"{root}{path}")
+        return text
+
+    def materialize(volume: str, files: dict[str, str]) -> None:
+        folder = root / mounts[volume].lstrip("/")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(rerooted(text), encoding="utf-8")
+
+    materialize("config", service_config_map(rendered)["data"])
+    materialize("api-key", secret_data(rendered, "rfmcube-cdc-api-key-"))
+    materialize("kafka-credentials", secret_data(rendered, "rfmcube-cdc-kafka-"))
+    materialize("state", {})
+    config = yaml.safe_load(service_config_map(rendered)["data"]["config.yaml"])
+    StateStore(rerooted(config["store"]["path"])).close()  # what `run` left there
+
+    assert container(rendered)["args"] == ["run"]  # nothing only `run` would know
+    env = {name: rerooted(value) for name, value in environment(rendered).items()}
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer.cli.main", "resync", "--dry-run"],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "resync plan (nothing sent)" in done.stdout

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from consumer.ops.metrics import Metrics, ServiceState
+
 REPO = Path(__file__).resolve().parents[3]
 OVERLAY = "deploy/overlays/example"
 COMPONENT = REPO / "deploy" / "components" / "prometheus"
@@ -29,43 +31,22 @@ RULES_FILE = "rfmcube-cdc.rules.yaml"  # the name the rule tests load (rule_file
 
 Manifest = dict[str, Any]
 
-# --- the metrics the service exports: the one list to switch ---------------------------
+# --- the metrics the service exports: read off its own registry ---------------------------
+
+
+class _Scraped:
+    """A service with every optional series set (they appear once there is something to
+    say: the last acceptance and commit, a partition's lag)."""
+
+    def metrics_state(self) -> ServiceState:
+        return ServiceState(
+            last_accepted_at=1.0, last_commit_at=1.0, lag={("t", 0): 0}, active=True
+        )
+
+
 # Metric families by (name, type), as prometheus_client names them (a counter without
-# its _total). EXPORTED is read off consumer/metrics.py by hand; TO_ADD are those the
-# rules and the dashboard need that the service does not export yet (issue #21). To
-# read the service's real registry instead, replace both with:
-#     from consumer.metrics import Metrics
-#     SERVICE_FAMILIES = {(f.name, f.type) for f in Metrics(state).registry.collect()}
-# with a state whose optional gauges are set (last_accepted_at, last_commit_at, lag).
-EXPORTED = {
-    ("rfmcube_cdc_requests", "counter"),
-    ("rfmcube_cdc_request_bytes", "counter"),
-    ("rfmcube_cdc_request_duration_seconds", "histogram"),
-    ("rfmcube_cdc_records", "counter"),
-    ("rfmcube_cdc_records_skipped", "counter"),
-    ("rfmcube_cdc_dead_letters", "counter"),
-    ("rfmcube_cdc_documents", "counter"),
-    ("rfmcube_cdc_request_retries", "counter"),
-    ("rfmcube_cdc_import_processes", "counter"),
-    ("rfmcube_cdc_rate_limit_waits", "counter"),
-    ("rfmcube_cdc_rate_limit_wait_seconds", "counter"),
-    ("rfmcube_cdc_commits", "counter"),
-    ("rfmcube_cdc_rate_limit_free_slots", "gauge"),
-    ("rfmcube_cdc_owed_documents", "gauge"),
-    ("rfmcube_cdc_owed_age_seconds", "gauge"),
-    ("rfmcube_cdc_pending_imports", "gauge"),
-    ("rfmcube_cdc_consumer_lag_records", "gauge"),
-    ("rfmcube_cdc_last_accepted_request_timestamp_seconds", "gauge"),
-    ("rfmcube_cdc_last_commit_timestamp_seconds", "gauge"),
-    ("rfmcube_cdc_restore_progress_ratio", "gauge"),
-    ("rfmcube_cdc_active", "gauge"),
-}
-TO_ADD = {
-    ("rfmcube_cdc_freshness_seconds", "histogram"),  # label call
-    ("rfmcube_cdc_api_failing_seconds", "gauge"),  # 0 from the first scrape
-    ("rfmcube_cdc_build_info", "gauge"),  # label version, value 1
-}
-SERVICE_FAMILIES = EXPORTED | TO_ADD
+# its _total): what the service's /metrics serves.
+SERVICE_FAMILIES = {(family.name, family.type) for family in Metrics(_Scraped()).registry.collect()}
 
 # Metrics of others that the rules and the dashboard read.
 OTHERS = {
