@@ -61,6 +61,10 @@ from consumer.errors import ConfigError
 from consumer.kafka_options import KafkaOptions
 
 API_KEY_ENV = "RFMCUBE_API_KEY"
+# What every command reads when it has no --config / --secrets-dir (a second command
+# in a pod reads what `run` does: deploy/ sets them).
+CONFIG_ENV = "RFMCUBE_CDC_CONFIG"
+SECRETS_DIR_ENV = "RFMCUBE_CDC_SECRETS_DIR"
 ENV_PREFIX = "RFMCUBE_CDC__"
 NESTING = "__"
 _API_KEY_HINT = f"the API key is never part of the configuration: set {API_KEY_ENV} or api.key_file"

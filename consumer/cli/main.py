@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from consumer import version
+from consumer.config import CONFIG_ENV, SECRETS_DIR_ENV
 from consumer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
 
 # Read by every command when its flag is absent, so that a second command in a pod
 # (kubectl exec ... rfmcube-cdc resync) reads what `run` reads.
-CONFIG_ENV = "RFMCUBE_CDC_CONFIG"
-SECRETS_DIR_ENV = "RFMCUBE_CDC_SECRETS_DIR"
 
 
 def _add_sources(command: argparse.ArgumentParser) -> None:

@@ -24,8 +24,15 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from consumer import kafka_options
-from consumer.cli.main import CONFIG_ENV, SECRETS_DIR_ENV
-from consumer.config import ANONYMIZE_KEY_ENV, API_KEY_ENV, ENV_PREFIX, NESTING, Settings
+from consumer.config import (
+    ANONYMIZE_KEY_ENV,
+    API_KEY_ENV,
+    CONFIG_ENV,
+    ENV_PREFIX,
+    NESTING,
+    SECRETS_DIR_ENV,
+    Settings,
+)
 
 __all__ = ["Key", "keys", "markdown", "with_sample", "yaml_sample"]
 
