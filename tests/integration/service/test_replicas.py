@@ -22,7 +22,7 @@ PACING = {"requests_per_minute": 60, "window_seconds": WINDOW, "min_window_secon
 def _start(pipeline: Pipeline, name: str, **sections: dict[str, object]) -> ServiceProcess:
     port = free_port()
     service = pipeline.start(
-        pacing=PACING,
+        pacing={**PACING, **sections.pop("pacing", {})},
         store={"path": str(pipeline.folder / f"{name}.db")},
         service={"health_port": port, "health_host": "127.0.0.1"},
         **sections,
