@@ -63,6 +63,7 @@ from consumer.ops.metrics import Metrics
 from consumer.recovery.follower import Follower
 from consumer.recovery.restore import Restorer
 from consumer.recovery.standby import Role
+from consumer.registry import Registry
 from consumer.source.base import Source, SourceSettings, batch_bytes
 from consumer.source.deadletter import DeadLetters
 from consumer.source.placement import place_source
@@ -113,6 +114,7 @@ class Service:
             mapping,
             dead_letter=self._dead_letter,
             limits=settings.limits.record_limits(),
+            registry=Registry.from_config(settings.kafka.schema_registry),
         )
         self.planner = Planner(
             self.store,
@@ -393,7 +395,11 @@ class Service:
             records = await first_of(source.get(INGEST_BATCH_RECORDS), self._stopping)
             if records is None:
                 return
-            if self.ingest.ingest(records):
+            # Avro schemas, off the loop; an unavailable registry holds the batch here
+            schemas = await self.ingest.prefetch(records, self._stopping.is_set)
+            if schemas is None:
+                return
+            if self.ingest.ingest(records, schemas=schemas):
                 flusher.dirty.set()
             source.release(batch_bytes(records))
             self.owed_bound.apply(source.hold)
