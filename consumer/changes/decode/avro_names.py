@@ -4,7 +4,7 @@ Avro refers to a record, an enum or a fixed by name once it is defined
 (Debezium's ``after`` is ``["null", "Value"]``, the ``Value`` of ``before``),
 in the namespace of the type around it: :class:`Names` resolves such names.
 It also refuses arrays whose items take no bytes: a hostile body declaring
-2^62 of them would keep fastavro looping without ever reaching its end.
+2^62 of them would keep a reader looping without ever reaching its end.
 """
 
 from __future__ import annotations

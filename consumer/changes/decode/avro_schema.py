@@ -11,30 +11,24 @@ JsonConverter path gives (:mod:`.connect_schema`): the same
 :mod:`.logical` decoders, fed Avro's native values instead of JSON's (bytes
 instead of base64 text, binary floats instead of JSON numbers).
 
-fastavro reads the binary body with the schema stripped of its
-``logicalType`` annotations: it would turn a decimal into a Decimal rounded
-to the declared precision, and a uuid into a UUID object. The plan decodes
-those itself, exactly.
-
-What a body may not do to the reader: a declared length past the body's end
-is caught by a sentinel byte after it (fastavro's reads stop short silently);
-arrays of items that take no bytes (a hostile count would spin forever) make
-the schema unusable; a record that contains itself is no Connect schema.
+The body itself is read by code compiled for the schema (:mod:`.avro_reader`),
+which knows nothing of logical types: a decimal stays its bytes (fastavro
+would round it to the declared precision), a uuid its text. The plan decodes
+those itself, exactly. A record that contains itself is no Connect schema.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Mapping
-from io import BytesIO
 from typing import Any
-
-from fastavro import parse_schema, schemaless_reader
 
 from schemas.debezium import UNAVAILABLE
 
 from . import avro_values, logical
 from .avro_names import PRIMITIVES, Names, fullname
+from .avro_reader import CutShort, Invalid, compile_reader
 from .connect_schema import (
     ENVELOPE,
     FLAT,
@@ -55,8 +49,6 @@ _DECIMAL = "org.apache.kafka.connect.data.Decimal"
 _VARIABLE_SCALE = "io.debezium.data.VariableScaleDecimal"
 # The Connect type of each Avro type, for the reasons of schemas we cannot use.
 _CONNECT_TYPES = {"int": "int32", "long": "int64", "float": "float32", "double": "float64"}
-# A byte after the body: a length that reaches past the end reads it (see the docstring).
-_SENTINEL = b"\x00"
 
 
 class UnknownSchema:
@@ -70,15 +62,6 @@ class UnknownSchema:
 
     def __repr__(self) -> str:
         return f"UnknownSchema({self.reason!r})"
-
-
-def _without_logical_types(schema: Any) -> Any:
-    """The schema fastavro reads with: the same binary layout, no logical conversions."""
-    if isinstance(schema, dict):
-        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_without_logical_types(v) for v in schema]
-    return schema
 
 
 # -- compiling ------------------------------------------------------------------------
@@ -241,7 +224,7 @@ def _after(first: Converter, then: Converter) -> Converter:
 
 
 class AvroSchema:
-    """One schema of the registry: what fastavro reads with, and the plans of its
+    """One schema of the registry: the reader of its bodies, and the plans of its
     records as a key and as a value (compiled at first use, once)."""
 
     __slots__ = ("_compiler", "_key", "_names", "_reader", "_root", "_value", "schema_id")
@@ -258,12 +241,12 @@ class AvroSchema:
         self._root = root
         try:
             self._names = Names(root)
-            self._reader = parse_schema(_without_logical_types(root), _ignore_default_error=True)
+            self._reader = compile_reader(root, self._names)
         except ValueDecodeError:
             raise
         except RecursionError:
             raise ValueDecodeError("the Avro schema is nested too deeply") from None
-        except Exception as exc:  # fastavro's SchemaParseException and the like
+        except Exception as exc:  # a fault of ours: the schema is unusable, not the stream
             raise ValueDecodeError(
                 f"the Avro schema cannot be read ({type(exc).__name__})"
             ) from None
@@ -273,22 +256,22 @@ class AvroSchema:
 
     def read(self, data: bytes, start: int, what: str) -> Any:
         """The datum of a binary body at ``data[start:]``, which it must fill exactly."""
-        buffer = BytesIO(data + _SENTINEL)
-        buffer.seek(start)
+        size = len(data)
         try:
-            datum = schemaless_reader(buffer, self._reader, None)
-        except (EOFError, StopIteration):  # fastavro's words for reading past the end
+            datum, end = self._reader(data, start, size)
+        except (CutShort, IndexError, struct.error):  # a length, a byte, a float past the end
             raise self._cut_short(what) from None
-        except Exception as exc:  # a bad union index, text that is not UTF-8...
+        except Invalid as exc:
+            raise ValueDecodeError(
+                f"{what} does not fit its Avro schema {self.schema_id}: {exc}"
+            ) from None
+        except Exception as exc:  # text that is not UTF-8, a body nested past the stack...
             raise ValueDecodeError(
                 f"{what} does not fit its Avro schema {self.schema_id} ({type(exc).__name__})"
             ) from None
-        end = buffer.tell()
-        if end > len(data):
-            raise self._cut_short(what)
-        if end < len(data):
+        if end < size:
             raise ValueDecodeError(
-                f"{what} has {len(data) - end} bytes left over after its Avro body"
+                f"{what} has {size - end} bytes left over after its Avro body"
                 f" (schema {self.schema_id})"
             )
         return datum

@@ -1,6 +1,6 @@
 """Avro's native values as the JsonConverter path has them, column by column.
 
-fastavro gives bytes where the JsonConverter gives base64 text, binary floats
+The Avro reader gives bytes where the JsonConverter gives base64 text, binary floats
 where it gives JSON numbers (read exactly, as Decimals), ``{scale, value}``
 records with bytes where it gives base64. These converters close the gap, so
 that an Avro record decodes to the very ChangeEvent of its JSON twin; the

@@ -101,7 +101,7 @@ def test_an_unknown_schema_is_a_bad_record_with_the_registrys_reason() -> None:
     ("schema", "reason"),
     [
         ('{"type": "record"', "the Avro schema is not JSON"),
-        ('{"type": "rekord", "name": "x"}', "the Avro schema cannot be read"),
+        ('{"type": "rekord", "name": "x"}', "unknown Avro type 'rekord'"),
         (
             json.dumps({"type": "record", "name": "R", "fields": [
                 {"name": "xs", "type": {"type": "array", "items": "null"}}]}),
