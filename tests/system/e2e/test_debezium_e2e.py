@@ -90,20 +90,17 @@ def test_crashes_and_a_broker_restart_still_end_equal(make_run: MakeRun, decimal
     assert len(plain) == (len(amounts) if decimals == "string" else 0)
 
 
-def test_avro_through_the_registry_ends_equal_after_a_kill(make_run: MakeRun) -> None:
+def test_avro_through_the_registry_ends_equal(make_run: MakeRun) -> None:
+    """The PostgreSQL chain once in Avro (the MariaDB one kills the service in Avro)."""
     run = make_run(avro=True)
     phases = run.workload.phases()
     phases[0]()
     run.start_connector()
-    first = run.start_service()
-    phases[1]()
-    run.wait_some_commits(first)
-    first.kill()
-    second = run.start_service()
-    phases[2]()
-    phases[3]()
-    run.wait_equal(second, timeout=120)
-    assert second.stop() == 0
+    service = run.start_service()
+    for phase in phases[1:]:
+        phase()
+    run.wait_equal(service, timeout=120)
+    assert service.stop() == 0
     assert run.dead_letter_count() == 0
     values = [r.value for r in run._records("customers") if r.value]
     assert values and all(v[:1] == b"\x00" for v in values), "the Confluent wire format"
