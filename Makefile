@@ -71,6 +71,8 @@ kafka-stop:
 clean:
 	scripts/connect stop || true
 	scripts/postgres stop || true
+	scripts/mariadb stop || true
+	scripts/registry stop || true
 	scripts/kafka stop || true
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis
 

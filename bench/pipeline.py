@@ -1,10 +1,13 @@
 """End-to-end benchmarks: the real broker, the service, the emulator over HTTP.
 
-python -m bench.pipeline throughput [--records 60000] [--repeat 3]
+python -m bench.pipeline throughput [--records 60000] [--repeat 3] [--format json|avro|both]
     records/s from the broker to the emulator with the rate limit lifted,
     beside the ceiling: a bare kafka-python consumer (bench/ceiling.py, the
     service's client settings) reading the same records and doing nothing;
-    both rates, their ratio, the service's CPU and peak RSS
+    both rates, their ratio, the service's CPU and peak RSS. --format avro:
+    the same shop's records as the Avro converter writes them (Confluent
+    framing) through the registry of scripts/registry; both: JSON (schemas
+    on) and Avro alternately in one run, and the two medians
 python -m bench.pipeline steady [--rate 200] [--seconds 300] [--consumer-process]
     a live shop at RATE events/s against the 60 requests/min limit, once the
     service has joined its group:
@@ -33,6 +36,9 @@ import orjson
 from kafka.admin import KafkaAdminClient
 
 from consumer.source.replay import end_offsets, partitions_of
+from schemas.debezium import RawRecord
+from testkit.avro import ApicurioRegistry, avro_twin
+from testkit.e2e.registry import start_registry
 from testkit.emulator import EmulatorProcess
 from testkit.shop import Shop, document_of
 from testkit.workbench import (
@@ -50,6 +56,9 @@ API_KEY = "bench-key"
 ConsumerProcess = bool | Literal["auto"]  # kafka.consumer_process
 
 
+Format = Literal["json", "avro"]
+
+
 @dataclass
 class Rig:
     bootstrap: str
@@ -57,6 +66,7 @@ class Rig:
     folder: Path
     shop: Shop
     group: str
+    registry: str | None = None  # Avro records through this Confluent-compatible registry
 
     @property
     def topics(self) -> list[str]:
@@ -79,6 +89,9 @@ class Rig:
         *,
         consumer_process: ConsumerProcess = True,
     ) -> Path:
+        kafka: dict[str, object] = {"consumer_process": consumer_process}
+        if self.registry is not None:
+            kafka["schema_registry"] = {"url": self.registry, "allow_insecure_http": True}
         return write_config(
             self.folder,
             bootstrap=self.bootstrap,
@@ -87,7 +100,7 @@ class Rig:
             dead_letter_topic=f"{self.shop.prefix}.dead-letters",
             mapping=mapping_for_prefix(self.shop.prefix),
             sections={
-                "kafka": {"consumer_process": consumer_process},
+                "kafka": kafka,
                 "pacing": {
                     "requests_per_minute": requests_per_minute,
                     "min_window_seconds": min_window,
@@ -97,7 +110,9 @@ class Rig:
 
 
 @contextmanager
-def rig(requests_per_minute: int, *, live: bool = False) -> Iterator[Rig]:
+def rig(
+    requests_per_minute: int, *, live: bool = False, registry: str | None = None
+) -> Iterator[Rig]:
     bootstrap = start_broker()
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     shop = Shop(prefix=prefix, live=live)
@@ -106,7 +121,7 @@ def rig(requests_per_minute: int, *, live: bool = False) -> Iterator[Rig]:
     with EmulatorProcess(
         api_key=API_KEY, requests_per_minute=requests_per_minute, process_delay_ms=50
     ) as api:
-        yield Rig(bootstrap, api, folder, shop, f"{prefix}-group")
+        yield Rig(bootstrap, api, folder, shop, f"{prefix}-group", registry)
 
 
 def peak_rss_mib(service: ServiceProcess) -> float:
@@ -284,10 +299,16 @@ def measure_ceiling(r: Rig, count: int, tag: str = "ceiling") -> Ceiling:
 
 
 def fill(r: Rig, records: int) -> int:
-    """Produce the shop's workload until at least ``records`` records are in the topics."""
+    """Produce the shop's workload until at least ``records`` records are in the topics
+    (as the Avro converter writes them when the rig has a registry)."""
     while len(r.shop.records) < records:
         r.shop.workload(customers=200, guest_orders=40)
-    produce(r.bootstrap, [(x.topic, x.key, x.value) for x in r.shop.records])
+    rows = [(x.topic, x.key, x.value) for x in r.shop.records]
+    if r.registry is not None:
+        registry = ApicurioRegistry(r.registry)
+        twins = (avro_twin(RawRecord(t, 0, 0, k, v), registry) for t, k, v in rows)
+        rows = [(twin.topic, twin.key, twin.value) for twin in twins]
+    produce(r.bootstrap, rows)
     return len(r.shop.records)
 
 
@@ -336,49 +357,71 @@ def throughput_run(r: Rig, records: int, consumer_process: bool = True) -> Run:
     )
 
 
-def throughput(records: int, repeat: int, consumer_process: bool = True) -> list[Run]:
-    """The service against the bare consumer on the same records, ``repeat`` times."""
-    runs = []
+def throughput(
+    records: int,
+    repeat: int,
+    consumer_process: bool = True,
+    formats: tuple[Format, ...] = ("json",),
+) -> dict[Format, list[Run]]:
+    """The service against the bare consumer on the same records, ``repeat`` times per
+    format (alternately, so that the machine's moods fall on both alike)."""
+    by_format: dict[Format, list[Run]] = {f: [] for f in formats}
     where = "a process of its own" if consumer_process else "a thread of the service"
     print(f"load before: {_loadavg()}; the service's Kafka consumer in {where}")
+    registry = start_registry() if "avro" in formats else None
     for n in range(repeat):
-        with rig(requests_per_minute=1_000_000) as r:
-            run = throughput_run(r, records, consumer_process)
-        runs.append(run)
-        workers = (
-            f" + consumer process {run.workers_rss_mib:.0f} MiB, CPU {run.workers_cpu:.1f} s"
-            if run.workers_rss_mib
-            else ""
-        )
-        bare = ", ".join(
-            f"{run.records / c.seconds:,.0f}/s (streaming {run.records / c.streaming:,.0f}/s,"
-            f" CPU {c.cpu / run.records * 1e6:.0f} µs/record, {c.machine.busy / c.seconds:.2f}"
-            " cores busy)"
-            for c in run.ceilings
-        )
-        print(
-            f"run {n + 1}: {run.records} records;"
-            f" bare consumer {run.ceiling_rate:,.0f} records/s (before, after: {bare});\n"
-            f"       service {run.service_seconds:.1f} s = {run.service_rate:,.0f} records/s"
-            f" (first commit at {run.service_first_commit:.1f} s); ratio {run.ratio:.2f}\n"
-            f"       service: {run.requests} requests, CPU {run.service_cpu:.1f} s"
-            f" ({run.service_cpu / run.records * 1e6:.0f} µs/record)"
-            f" ({run.service_cpu / run.service_seconds:.2f} cores; busiest thread"
-            f" {run.service_busiest_thread:.1f} s), peak RSS {run.service_rss_mib:.0f} MiB"
-            f"{workers}; bare consumer peak RSS {max(c.rss_mib for c in run.ceilings):.0f} MiB\n"
-            f"       {machine_line(run.machine, run.service_seconds, run.service_cpu)};"
-            f" load {_loadavg()}"
-        )
+        for form in formats:
+            with rig(
+                requests_per_minute=1_000_000, registry=registry if form == "avro" else None
+            ) as r:
+                run = throughput_run(r, records, consumer_process)
+            by_format[form].append(run)
+            _report(n, form, run)
+    for form, runs in by_format.items():
+        _summary(form, runs)
+    return by_format
+
+
+def _report(n: int, form: Format, run: Run) -> None:
+    workers = (
+        f" + consumer process {run.workers_rss_mib:.0f} MiB, CPU {run.workers_cpu:.1f} s"
+        if run.workers_rss_mib
+        else ""
+    )
+    bare = ", ".join(
+        f"{run.records / c.seconds:,.0f}/s (streaming {run.records / c.streaming:,.0f}/s,"
+        f" CPU {c.cpu / run.records * 1e6:.0f} µs/record, {c.machine.busy / c.seconds:.2f}"
+        " cores busy)"
+        for c in run.ceilings
+    )
+    print(
+        f"run {n + 1} ({'Avro' if form == 'avro' else 'JSON with schemas'}):"
+        f" {run.records} records;"
+        f" bare consumer {run.ceiling_rate:,.0f} records/s (before, after: {bare});\n"
+        f"       service {run.service_seconds:.1f} s = {run.service_rate:,.0f} records/s"
+        f" (first commit at {run.service_first_commit:.1f} s); ratio {run.ratio:.2f}\n"
+        f"       service: {run.requests} requests, CPU {run.service_cpu:.1f} s"
+        f" ({run.service_cpu / run.records * 1e6:.0f} µs/record)"
+        f" ({run.service_cpu / run.service_seconds:.2f} cores; busiest thread"
+        f" {run.service_busiest_thread:.1f} s), peak RSS {run.service_rss_mib:.0f} MiB"
+        f"{workers}; bare consumer peak RSS {max(c.rss_mib for c in run.ceilings):.0f} MiB\n"
+        f"       {machine_line(run.machine, run.service_seconds, run.service_cpu)};"
+        f" load {_loadavg()}"
+    )
+
+
+def _summary(form: Format, runs: list[Run]) -> None:
     ceiling = statistics.median(run.ceiling_rate for run in runs)
     service = statistics.median(run.service_rate for run in runs)
     ratio = statistics.median(run.ratio for run in runs)
     rss = max(run.service_rss_mib + run.workers_rss_mib for run in runs)
+    cpu = statistics.median(run.service_cpu / run.records * 1e6 for run in runs)
     print(
-        f"median of {len(runs)}: bare consumer {ceiling:,.0f} records/s,"
-        f" service {service:,.0f} records/s, ratio {ratio:.2f} (median of the per-run ratios);"
+        f"{'Avro' if form == 'avro' else 'JSON with schemas'}, median of {len(runs)}:"
+        f" bare consumer {ceiling:,.0f} records/s, service {service:,.0f} records/s,"
+        f" ratio {ratio:.2f} (median of the per-run ratios), service CPU {cpu:.0f} µs/record;"
         f" peak RSS of the service {rss:.0f} MiB (highest run)"
     )
-    return runs
 
 
 def machine_line(machine: MachineCpu, seconds: float, service_cpu: float) -> str:
@@ -509,6 +552,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="the service with kafka.consumer_process: false (the consumer in a thread)",
     )
+    t.add_argument(
+        "--format",
+        choices=["json", "avro", "both"],
+        default="json",
+        help="JSON with schemas, Avro through scripts/registry, or both alternately",
+    )
     s = sub.add_parser("steady")
     s.add_argument("--rate", type=int, default=200)
     s.add_argument("--seconds", type=int, default=300)
@@ -530,7 +579,8 @@ def main(argv: list[str] | None = None) -> None:
     s.set_defaults(consumer="auto")
     args = parser.parse_args(argv)
     if args.which == "throughput":
-        throughput(args.records, args.repeat, not args.consumer_in_thread)
+        formats: tuple[Format, ...] = ("json", "avro") if args.format == "both" else (args.format,)
+        throughput(args.records, args.repeat, not args.consumer_in_thread, formats)
     else:
         steady(args.rate, args.seconds, args.consumer)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -89,6 +90,155 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _no_use_without_url(value: Any, info: ValidationInfo) -> None:
+    if value is not None and info.data.get("url") is None and "url" in info.data:
+        raise PydanticCustomError(
+            "registry_url", "has no use without kafka.schema_registry.url: set it, or remove this"
+        )
+
+
+def _in_clear(info: ValidationInfo) -> bool:
+    url = info.data.get("url")
+    return (
+        isinstance(url, str)
+        and url.startswith("http://")
+        and not info.data.get("allow_insecure_http")
+    )
+
+
+class SchemaRegistryConfig(_Section):
+    """``kafka.schema_registry``: where the schemas of Avro records come from.
+
+    ``url`` null: no registry (Avro records are dead-lettered, saying so). The
+    password and the token come from the environment or ``--secrets-dir``
+    (``RFMCUBE_CDC__KAFKA__SCHEMA_REGISTRY__PASSWORD``) and print as stars."""
+
+    # Before url and the credentials, which read it.
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="allow an http:// registry (credentials in clear): only on a trusted network",
+    )
+    # Confluent's API (framing confluent): Confluent Schema Registry's root URL,
+    # Apicurio's .../apis/ccompat/v7, Redpanda's http://host:8081. Apicurio's own
+    # (framing apicurio): .../apis/registry/v2.
+    url: str | None = Field(
+        default=None,
+        description="the schema registry of Avro records (Confluent's API, or Apicurio's"
+        " own with framing apicurio); null: no registry",
+    )
+    # confluent: magic byte 0 + a 4-byte id (Confluent, Apicurio's as-confluent,
+    # Redpanda, Karapace); apicurio: the 8-byte globalId in the record headers.
+    framing: Literal["confluent", "apicurio"] = Field(
+        default="confluent",
+        description="confluent: magic byte 0 and a 4-byte schema id; apicurio: the"
+        " globalId in the record's headers",
+    )
+    username: str | None = Field(default=None, description="basic auth's user, if any")
+    password: SecretStr | None = Field(
+        default=None,
+        validate_default=True,
+        description="basic auth's password (from the environment or --secrets-dir)",
+    )
+    bearer_token: SecretStr | None = Field(
+        default=None, description="a bearer token instead (from the environment or --secrets-dir)"
+    )
+    ca_file: Path | None = Field(
+        default=None, description="PEM file of the CAs that sign the registry's certificate"
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="per request to the registry")
+    max_schemas: int = Field(
+        default=1000, ge=1, description="schemas kept in memory (each a few KB)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise PydanticCustomError(
+                "url",
+                "must be an http(s):// URL such as {example}",
+                {"example": "https://registry.example:8081"},
+            )
+        if parts.username is not None or parts.password is not None:
+            raise PydanticCustomError(
+                "url_credentials",
+                "holds credentials, which would show in logs: set kafka.schema_registry.username"
+                " and its password (from the environment or --secrets-dir) instead",
+            )
+        if parts.query or parts.fragment:
+            raise PydanticCustomError("url", "must have no query or fragment")
+        return url.rstrip("/")
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str | None, info: ValidationInfo) -> str | None:
+        _no_use_without_url(value, info)
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        user = info.data.get("username")
+        if value is None:
+            if user is not None:
+                raise PydanticCustomError(
+                    "registry_password",
+                    "missing beside username: set RFMCUBE_CDC__KAFKA__SCHEMA_REGISTRY__PASSWORD"
+                    " (or that file in --secrets-dir)",
+                )
+            return None
+        _no_use_without_url(value, info)
+        if user is None and "username" in info.data:
+            raise PydanticCustomError("registry_password", "needs kafka.schema_registry.username")
+        if _in_clear(info):
+            raise PydanticCustomError(
+                "insecure_url",
+                "would be sent in clear over http://: use https://, or set"
+                " kafka.schema_registry.allow_insecure_http: true",
+            )
+        return value
+
+    @field_validator("bearer_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            return None
+        _no_use_without_url(value, info)
+        if info.data.get("username") is not None:
+            raise PydanticCustomError(
+                "registry_auth", "and username/password both set: use one or the other"
+            )
+        if _in_clear(info):
+            raise PydanticCustomError(
+                "insecure_url",
+                "would be sent in clear over http://: use https://, or set"
+                " kafka.schema_registry.allow_insecure_http: true",
+            )
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is None:
+            return None
+        _no_use_without_url(path, info)
+        url = info.data.get("url")
+        if isinstance(url, str) and not url.startswith("https://"):
+            raise PydanticCustomError("ca_file", "is for an https:// url only")
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except ssl.SSLError:  # an OSError too: first
+            raise PydanticCustomError("ca_file", "holds no PEM certificate") from None
+        except OSError as exc:
+            raise PydanticCustomError(
+                "ca_file", "cannot be read: {reason}", {"reason": exc.strerror or str(exc)}
+            ) from None
+        return path
+
+
 class KafkaConfig(_Section):
     bootstrap_servers: str = Field(
         default="127.0.0.1:29092",
@@ -125,6 +275,10 @@ class KafkaConfig(_Section):
         repr=False,
         description="kafka-python consumer options: security_protocol, sasl_*, ssl_*,"
         " session_timeout_ms... (the configuration reference lists them)",
+    )
+    schema_registry: SchemaRegistryConfig = Field(
+        default_factory=SchemaRegistryConfig,
+        description="where the schemas of Avro records come from (docs/debezium.md)",
     )
 
     @field_validator("extra")

@@ -4,6 +4,7 @@
     ├── ConfigError            bad configuration or mapping: refused at start-up   2
     ├── BadRecord              a record that cannot be decoded or mapped: dead-lettered
     ├── BrokerUnavailable      Kafka cannot be reached (yet): wait and try again
+    ├── RegistryUnavailable    the schema registry cannot serve a schema (yet): reading waits
     ├── ReplayStalled          a replay of the topics stopped advancing
     ├── NotActive              another instance took the active role: stop sending
     ├── DeadLetterFailed       the dead-letter topic refused a dead letter             4
@@ -111,6 +112,14 @@ class BadRecord(RfmcubeCdcError):
 
 class BrokerUnavailable(RfmcubeCdcError):
     """Kafka did not answer a look-up outside the consumer thread; try again later."""
+
+    retriable = True
+
+
+class RegistryUnavailable(RfmcubeCdcError):
+    """The schema registry did not serve a schema: unreachable, 5xx, refused
+    credentials, a timeout. Never the record's fault: reading waits and asks
+    again, nothing is dead-lettered or committed past it."""
 
     retriable = True
 

@@ -13,6 +13,11 @@ the broker before the crash).
 
 ``owe=False`` is the restore: records the group already committed, whose
 obligations were met before; only rows and offsets are written.
+
+Avro records need their schemas from the registry: :meth:`Ingest.prefetch`
+(on the event loop) or :meth:`Ingest.prefetch_blocking` (in a thread) gets
+them before a batch is ingested, waiting out a registry that cannot answer,
+and hands :meth:`Ingest.ingest` the batch's reader; decoding does no I/O.
 """
 
 from __future__ import annotations
@@ -23,21 +28,32 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from consumer.changes.decode import parse_hint
+from consumer.changes.decode import AvroReader, parse_hint
 from consumer.changes.limits import RecordLimits
 from consumer.changes.mapping import Mapping
 from consumer.changes.records import change_of
 from consumer.errors import BadRecord
+from consumer.registry import Registry
 from consumer.state.batch import open_batch
 from consumer.state.obligations import Obligations
 from schemas.debezium import PartitionId, RawRecord, Skipped
 from schemas.entities import EntityChange
 
-__all__ = ["Ingest", "IngestStats", "OwedBound"]
+__all__ = ["NO_SCHEMAS", "Ingest", "IngestStats", "OwedBound", "Schemas"]
 
 log = logging.getLogger(__name__)
 
 DeadLetter = Callable[[RawRecord, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Schemas:
+    """What a batch's records need to be decoded: its Avro reader (None: no registry)."""
+
+    avro: AvroReader | None
+
+
+NO_SCHEMAS = Schemas(None)
 
 
 @dataclass(slots=True)
@@ -60,6 +76,7 @@ class Ingest:
         dead_letter: DeadLetter,
         limits: RecordLimits | None = None,
         clock: Callable[[], float] = time.time,
+        registry: Registry | None = None,
     ) -> None:
         self.obligations = obligations
         store = obligations.store
@@ -68,6 +85,7 @@ class Ingest:
         self.stats = IngestStats()
         self._dead_letter = dead_letter
         self._clock = clock
+        self.registry = registry
         self._hints = {
             topic: {col: parse_hint(h) for col, h in mapping.hints_for(topic).items()}
             for topic in mapping.topics()
@@ -75,11 +93,30 @@ class Ingest:
         # Read by the Kafka thread too (a dict replaced whole, never mutated).
         self.applied: dict[PartitionId, int] = store.applied_offsets()
 
-    def mapped(self, record: RawRecord) -> EntityChange | None:
+    async def prefetch(
+        self, records: Sequence[RawRecord], stopped: Callable[[], bool]
+    ) -> Schemas | None:
+        """The schemas of the batch's Avro records, fetched off the loop; waits while
+        the registry cannot answer. None: ``stopped()`` turned true meanwhile."""
+        if self.registry is None:
+            return NO_SCHEMAS
+        reader = await self.registry.prefetch(records, stopped)
+        return None if reader is None else Schemas(reader)
+
+    def prefetch_blocking(
+        self, records: Sequence[RawRecord], stopped: Callable[[], bool]
+    ) -> Schemas | None:
+        """:meth:`prefetch` for a caller in a thread."""
+        if self.registry is None:
+            return NO_SCHEMAS
+        reader = self.registry.prefetch_blocking(records, stopped)
+        return None if reader is None else Schemas(reader)
+
+    def mapped(self, record: RawRecord, avro: AvroReader | None = None) -> EntityChange | None:
         """The mapped change of one record, checked for the store (the safety net
-        of :mod:`consumer.changes.records`); None when it changes no entity. Raises only
-        BadRecord."""
-        change = change_of(record, self._hints.get(record.topic), self.mapping, self._limits)
+        of :mod:`consumer.changes.records`); None when it changes no entity. Raises
+        BadRecord, or RegistryUnavailable when ``avro`` lacks a schema it names."""
+        change = change_of(record, self._hints.get(record.topic), self.mapping, self._limits, avro)
         if isinstance(change, Skipped):
             self.stats.skipped[change.kind] += 1
             if change.kind in ("truncate", "message"):
@@ -106,8 +143,13 @@ class Ingest:
         follower: bool = False,
         forget_accepted: bool = False,
         rebuild: bool = False,
+        schemas: Schemas | None = None,
     ) -> int:
         """Apply a batch; returns how many documents it made owed.
+
+        ``schemas`` is what :meth:`prefetch` returned for the batch; without it, the
+        schemas the cache lacks are fetched here, once (blocking: raises
+        RegistryUnavailable, with nothing applied, when the registry cannot answer).
 
         A standby's follower (``follower``) writes no dead letters (the active
         does) and forgets the accepted hashes of what it touches (the active may
@@ -115,13 +157,17 @@ class Ingest:
         another instance committed. ``rebuild`` applies records again below the
         applied offsets (a new mapping maps them differently)."""
         bad = self._bad if dead_letters else self._bad_left_to_the_active
+        if schemas is not None:
+            avro = schemas.avro
+        else:
+            avro = None if self.registry is None else self.registry.reader(records)
         applied = self.applied
         fresh: list[RawRecord] = []
         for record in records:
             if not rebuild and record.offset < applied.get((record.topic, record.partition), 0):
                 self.stats.already_applied += 1
                 try:
-                    self.mapped(record)
+                    self.mapped(record, avro)
                 except BadRecord as exc:
                     bad(record, exc.reason)
             else:
@@ -131,7 +177,7 @@ class Ingest:
         changes: list[tuple[RawRecord, EntityChange]] = []
         for record in fresh:
             try:
-                change = self.mapped(record)
+                change = self.mapped(record, avro)
             except BadRecord as exc:
                 bad(record, exc.reason)
                 continue

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from consumer.changes.limits import RecordLimits
+from schemas.debezium import RawRecord
+from testkit.avro import Registry, avro_twin
 from testkit.shop import COLUMNS
 
 TABLES = ("customers", "orders", "order_items")
@@ -445,3 +448,168 @@ def hostile_but_valid(value: bytes) -> list[tuple[str, bytes]]:
         "an unsent column holding NaN": b"NaN",
     }
     return [(name, text.replace(marker, slot)) for name, slot in variants.items()]
+
+
+# -- Avro of a schema registry (issue 19) -------------------------------------------
+
+_MARKER = "@@poison@@"
+_MARKED = b"\x14" + _MARKER.encode()  # Avro's string: zig-zag varint length 10, the bytes
+UNKNOWN_SCHEMA_ID = 999_999
+
+
+def _varint(value: int) -> bytes:
+    """Avro's zig-zag varint (a long)."""
+    number = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while True:
+        byte = number & 0x7F
+        number >>= 7
+        if number:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def avro_poisons(registry: Registry, prefix: str = "shop") -> list[Poison]:
+    """Hostile Avro records of the reference shop's topics (Confluent framing), their
+    schemas registered in ``registry``: each must become a dead letter with ``reason``
+    while its neighbour maps to a change."""
+    cases: list[Poison] = []
+
+    def twin(table: str, row: dict[str, Any], value: bytes | None = None) -> RawRecord:
+        topic = f"{prefix}.public.{table}"
+        key_json = orjson.dumps({"schema": KEY_SCHEMA, "payload": {"id": row["id"]}})
+        value_json = with_schema(table, row) if value is None else value
+        return avro_twin(RawRecord(topic, 0, 0, key_json, value_json), registry)
+
+    def add(
+        name: str,
+        table: str,
+        row: dict[str, Any],
+        poison: Callable[[bytes], bytes | None],
+        reason: str,
+        *,
+        poison_key: Callable[[bytes], bytes] | None = None,
+        neighbour_row: dict[str, Any] | None = None,
+    ) -> None:
+        record = twin(table, row)
+        plain = (
+            twin(table, neighbour_row or {**row, "first_name": "Ada"})
+            if table == "customers"
+            else twin(table, neighbour_row or row)
+        )
+        assert record.key is not None and record.value is not None
+        key_bytes = record.key if poison_key is None else poison_key(record.key)
+        assert plain.key is not None
+        cases.append(
+            Poison(
+                f"Avro: {name}",
+                table,
+                key_bytes,
+                poison(record.value),
+                reason,
+                plain.key,
+                plain.value,
+            )
+        )
+
+    def marked(replacement: bytes) -> Callable[[bytes], bytes]:
+        def apply(value: bytes) -> bytes:
+            assert value.count(_MARKED) == 1, "the marker must sit once in the body"
+            return value.replace(_MARKED, replacement)
+
+        return apply
+
+    def n() -> int:
+        return 910_001 + len(cases)
+
+    add(
+        "the body cut short",
+        "orders",
+        order(n()),
+        lambda value: value[:-9],
+        "value is cut short: its Avro body (schema 2) declares more bytes than it holds",
+    )
+    add(
+        "bytes left over after the body",
+        "orders",
+        order(n()),
+        lambda value: value + b"\x00\x02",
+        "2 bytes left over after its Avro body",
+    )
+    add(
+        "a wrong magic byte",
+        "orders",
+        order(n()),
+        lambda value: b"\x01" + value[1:],
+        "value starts with byte 0x01: neither JSON nor",
+    )
+    add(
+        "a schema id the registry does not know",
+        "orders",
+        order(n()),
+        lambda value: b"\x00" + UNKNOWN_SCHEMA_ID.to_bytes(4, "big") + value[5:],
+        f"value: schema {UNKNOWN_SCHEMA_ID} is not in the registry",
+    )
+    add(
+        "the schema id cut short",
+        "orders",
+        order(n()),
+        lambda value: value[:3],
+        "its 4-byte schema id is cut short",
+    )
+    add(
+        "a string declaring 2^62 bytes",
+        "customers",
+        customer(n(), last_name=_MARKER),
+        marked(_varint(2**62) + _MARKER.encode()),
+        "declares more bytes than it holds",
+    )
+    add(
+        "a string declaring a negative length",
+        "customers",
+        customer(n(), last_name=_MARKER),
+        marked(_varint(-3) + _MARKER.encode()),
+        "declares more bytes than it holds",
+    )
+    add(
+        "text that is not UTF-8",
+        "customers",
+        customer(n(), last_name=_MARKER),
+        marked(b"\x14" + b"\xff\xfe" * 5),
+        "does not fit its Avro schema",
+    )
+    add(
+        "a union branch that does not exist",
+        "customers",
+        customer(n(), last_name=_MARKER),
+        # the union's index before the string: 4 in ["null", "string"]
+        lambda value: value.replace(b"\x02" + _MARKED, b"\x08" + _MARKED),
+        "does not fit its Avro schema",
+    )
+    add(
+        "a Decimal of 4,400 digits",
+        "orders",
+        order(n(), amount=decimal_base64(10**4400)),
+        lambda value: value,
+        "column amount: Decimal of more than 4300 digits",
+        neighbour_row=order(n()),
+    )
+    add(
+        "a tombstone whose Avro key names an unknown schema",
+        "customers",
+        customer(n()),
+        lambda value: None,
+        f"key: schema {UNKNOWN_SCHEMA_ID} is not in the registry",
+        poison_key=lambda key: b"\x00" + UNKNOWN_SCHEMA_ID.to_bytes(4, "big") + key[5:],
+    )
+    return cases
+
+
+KEY_SCHEMA = {
+    "type": "struct",
+    "optional": False,
+    "name": "shop.public.Key",
+    "fields": [{"type": "int64", "optional": False, "field": "id"}],
+}

@@ -237,7 +237,11 @@ class Service:
             records = await first_of(source.get(INGEST_BATCH_RECORDS), self._stopping)
             if records is None:
                 return
-            if ingest.ingest(records):
+            # Avro schemas, off the loop; an unavailable registry holds the batch here
+            schemas = await ingest.prefetch(records, self._stopping.is_set)
+            if schemas is None:
+                return
+            if ingest.ingest(records, schemas=schemas):
                 flusher.dirty.set()
             source.release(batch_bytes(records))
             owed_bound.apply(source.hold)

@@ -31,6 +31,7 @@ from consumer.recovery.follower import Follower
 from consumer.recovery.replays import ReplayApplier
 from consumer.recovery.restore import Restorer
 from consumer.recovery.standby import Role
+from consumer.registry import Registry
 from consumer.source.base import Source, SourceSettings
 from consumer.source.deadletter import DeadLetters
 from consumer.source.placement import place_source
@@ -113,6 +114,7 @@ def build(
         mapping,
         dead_letter=dead_letters.record,
         limits=settings.limits.record_limits(),
+        registry=Registry.from_config(kafka.schema_registry),
     )
     planner = Planner(
         store,

@@ -1,7 +1,7 @@
 """One record in, one change out: the safety net around decoding, mapping and storing.
 
-    change_of(record, hints, mapping, limits) -> EntityChange | Skipped | None
-        raises BadRecord, and nothing else
+    change_of(record, hints, mapping, limits, avro) -> EntityChange | Skipped | None
+        raises BadRecord (and RegistryUnavailable: a schema not fetched, no record's fault)
 
 Whatever goes wrong while one record is decoded, mapped or checked for the
 store is that record's fault, never the stream's: it becomes a
@@ -32,10 +32,10 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from consumer.changes.decode import ColumnHint, decode_record
+from consumer.changes.decode import AvroReader, ColumnHint, decode_record
 from consumer.changes.limits import RecordLimits
 from consumer.changes.mapping import Mapping
-from consumer.errors import BadRecord
+from consumer.errors import BadRecord, RegistryUnavailable
 from schemas.debezium import RawRecord, Skipped
 from schemas.entities import EntityChange, MappedRow
 
@@ -53,6 +53,7 @@ def change_of(
     hints: AnyMapping[str, ColumnHint] | None,
     mapping: Mapping,
     limits: RecordLimits = DEFAULT_LIMITS,
+    avro: AvroReader | None = None,
 ) -> EntityChange | Skipped | None:
     """The change one record makes, checked for the store.
 
@@ -61,7 +62,9 @@ def change_of(
     for the record's topic. Raises :class:`BadRecord` for anything else,
     whatever the exception behind it (ValueError, RecursionError,
     MemoryError...): its reason says which column or limit, and which
-    exception class.
+    exception class. ``avro`` reads Avro records (the batch's schemas); a
+    schema it lacks raises :class:`RegistryUnavailable`, which is no record's
+    fault.
     """
     key, value = record.key, record.value
     size = (0 if key is None else len(key)) + (0 if value is None else len(value))
@@ -73,7 +76,7 @@ def change_of(
         )
     stage = "decoded"
     try:
-        decoded = decode_record(record, hints)
+        decoded = decode_record(record, hints, avro)
         if isinstance(decoded, Skipped):
             return decoded
         stage = "mapped"
@@ -82,6 +85,8 @@ def change_of(
             return None
         stage = "checked"
         return _checked(change, mapping, limits)
+    except RegistryUnavailable:
+        raise
     except BadRecord as exc:
         reason = exc.reason
         if reason.isascii() and len(reason) <= MAX_REASON_CHARS:

@@ -156,8 +156,19 @@ def yaml_sample() -> str:
             by_section.setdefault(key.path[0], []).append(key)
     for section, about in sections():
         lines += ["", f"# {about}", f"{section}:"]
+        opened: tuple[str, ...] = ()
         for key in by_section[section]:
-            lines += [f"  # {key.description}", f"  {key.path[1]}: {_yaml_value(key.default)}"]
+            # A nested section (kafka.schema_registry) opens once, before its keys.
+            parents = key.path[1:-1]
+            for depth in range(len(parents)):
+                if opened[: depth + 1] != parents[: depth + 1]:
+                    lines.append(f"{'  ' * (depth + 1)}{parents[depth]}:")
+            opened = parents
+            indent = "  " * len(key.path[:-1])
+            lines += [
+                f"{indent}# {key.description}",
+                f"{indent}{key.path[-1]}: {_yaml_value(key.default)}",
+            ]
     for key in top:
         lines += ["", f"# {key.description}", f"{key.name}: {_yaml_value(key.default)}"]
     return "\n".join(lines) + "\n"

@@ -85,7 +85,11 @@ class Follower:
             while keep_following() and reader.is_alive():
                 with contextlib.suppress(TimeoutError):
                     records = await asyncio.wait_for(batches.get(), 0.5)
-                    self._ingest.ingest(records, dead_letters=False, follower=True)
+                    # Avro schemas, off the loop; an unavailable registry holds the batch
+                    schemas = await self._ingest.prefetch(records, lambda: not keep_following())
+                    if schemas is None:
+                        break
+                    self._ingest.ingest(records, dead_letters=False, follower=True, schemas=schemas)
                     self.records += len(records)
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self._prune_every

@@ -153,17 +153,19 @@ class Restorer:
         restored = 0
         last_log = time.monotonic()
         for records in replay.replay(kafka.bootstrap_servers, start, end, extra=kafka.extra):
-            if self._stop_requested.is_set():
+            # Avro schemas first: an unavailable registry holds the restore here
+            schemas = self._ingest.prefetch_blocking(records, self._stop_requested.is_set)
+            if schemas is None or self._stop_requested.is_set():
                 log.info(
                     "restore interrupted after %d records: it resumes at the next start", restored
                 )
                 return restored
             if how == _REBUILD:
-                self._ingest.ingest(records, owe=False, rebuild=True)
+                self._ingest.ingest(records, owe=False, rebuild=True, schemas=schemas)
             elif how == _DELIVERED:
-                self._ingest.ingest(records, owe=False, forget_accepted=True)
+                self._ingest.ingest(records, owe=False, forget_accepted=True, schemas=schemas)
             else:  # as a standby's follower applies them: owed, no dead letters
-                self._ingest.ingest(records, dead_letters=False, follower=True)
+                self._ingest.ingest(records, dead_letters=False, follower=True, schemas=schemas)
             restored += len(records)
             self.progress = min(1.0, restored / total)
             if time.monotonic() - last_log >= _PROGRESS_LOG_SECONDS:

@@ -1,1 +1,2 @@
-"""End-to-end run with real PostgreSQL, Debezium and Kafka Connect (see docs/debezium.md)."""
+"""End-to-end runs with real PostgreSQL or MariaDB, Debezium, Kafka Connect and (for
+Avro) a schema registry (see docs/debezium.md)."""

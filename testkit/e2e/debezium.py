@@ -1,7 +1,8 @@
-"""Debezium's PostgreSQL connector on the Kafka Connect worker of ``scripts/connect``.
+"""Debezium's connectors on the Kafka Connect worker of ``scripts/connect``.
 
-Standard library only: the worker's REST API through urllib, the connector's
-settings from ``scripts/connect-jars/postgres-connector.properties``.
+Standard library only: the worker's REST API through urllib, the connectors'
+settings from the templates of ``scripts/connect-jars`` (PostgreSQL's,
+MariaDB's, and the Avro converter's for a schema registry).
 
     python -m testkit.e2e.debezium register --dbname shop --prefix shop   # the demo's connector
     python -m testkit.e2e.debezium delete shop-connector
@@ -21,7 +22,10 @@ from string import Template
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "scripts" / "connect-jars" / "postgres-connector.properties"
+JARS = REPO / "scripts" / "connect-jars"
+TEMPLATE = JARS / "postgres-connector.properties"
+MARIADB_TEMPLATE = JARS / "mariadb-connector.properties"
+AVRO_TEMPLATE = JARS / "avro-converter.properties"
 # Loopback only: never through a proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -57,13 +61,49 @@ def connector_config(
     """The template's settings with its ``${...}`` filled in, plus ``overrides``."""
     values = {"name": name, "port": port, "dbname": dbname, "prefix": prefix, "slot": slot}
     values["decimals"] = decimals
+    return {**template(TEMPLATE, values), **overrides}
+
+
+def mariadb_connector_config(
+    name: str,
+    *,
+    port: int,
+    dbname: str,
+    prefix: str,
+    server_id: int,
+    bootstrap: str,
+    decimals: str = "precise",
+    **overrides: str,
+) -> dict[str, str]:
+    """MariaDB's template filled in: the tables of ``testkit/e2e/mariadb-shop.sql``."""
+    tables = ",".join(f"{dbname}.{t}" for t in ("customers", "orders", "order_lines"))
+    values = {
+        "name": name,
+        "port": port,
+        "dbname": dbname,
+        "prefix": prefix,
+        "tables": tables,
+        "server_id": server_id,
+        "bootstrap": bootstrap,
+        "decimals": decimals,
+    }
+    return {**template(MARIADB_TEMPLATE, values), **overrides}
+
+
+def avro_converter_config(registry: str) -> dict[str, str]:
+    """Keys and values in Avro through Apicurio's converter, Confluent framing; ``registry``
+    is Apicurio's v2 API (``testkit.e2e.registry.apicurio_api``)."""
+    return template(AVRO_TEMPLATE, {"registry": registry})
+
+
+def template(path: Path, values: dict[str, object]) -> dict[str, str]:
+    """A ``.properties`` template of scripts/connect-jars with its ``${...}`` filled in."""
     config: dict[str, str] = {}
-    for line in TEMPLATE.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             config[key.strip()] = Template(value.strip()).substitute(values)
-    config.update(overrides)
     return config
 
 
@@ -114,6 +154,11 @@ class ConnectWorker:
                 return
             time.sleep(0.3)
         raise TimeoutError(f"connector {name} is not RUNNING after {timeout} s: {status}")
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Restarts the connector and its task (it resumes from its stored offsets)."""
+        self._call("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=false")
+        self.wait_running(name, timeout)
 
     def delete(self, name: str) -> None:
         try:

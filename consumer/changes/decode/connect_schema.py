@@ -83,7 +83,7 @@ class SchemaPlan:
     rows: StructDecoder | None
 
 
-def _placeholder_aware(convert: Converter | None, placeholders: bool) -> Converter | None:
+def placeholder_aware(convert: Converter | None, placeholders: bool) -> Converter | None:
     """Types that Debezium may fill with the unavailable-value placeholder."""
     if not placeholders:
         return convert
@@ -100,7 +100,7 @@ def _placeholder_aware(convert: Converter | None, placeholders: bool) -> Convert
     return check
 
 
-def _is_tinyint_one(parameters: Mapping[str, str]) -> bool:
+def is_tinyint_one(parameters: Mapping[str, str]) -> bool:
     source_type = str(parameters.get(_SOURCE_TYPE, "")).upper()
     return source_type in _TINYINT_NAMES and str(parameters.get(_SOURCE_LENGTH)) == "1"
 
@@ -121,27 +121,27 @@ def field_converter(
     factory = logical.LOGICAL_TYPES.get(name) if isinstance(name, str) else None
     if factory is not None:
         convert: Converter | None = factory(parameters)
-        return _placeholder_aware(convert, placeholders) if kind in ("string", "bytes") else convert
-    if kind in ("int8", "int16") and _is_tinyint_one(parameters):
+        return placeholder_aware(convert, placeholders) if kind in ("string", "bytes") else convert
+    if kind in ("int8", "int16") and is_tinyint_one(parameters):
         return logical.boolean
     if kind in ("float32", "float64"):
         return logical.exact_number
     if kind in ("string", "bytes"):
         # bytes stay as their base64 text: the API takes JSON, not raw bytes
-        return _placeholder_aware(None, placeholders)
+        return placeholder_aware(None, placeholders)
     if kind == "struct":
         nested = compile_struct(schema, compiled)
-        return _struct_value(nested) if nested.converters else None
+        return struct_value(nested) if nested.converters else None
     if kind == "array":
         item = field_converter(schema.get("items") or {}, placeholders, compiled)
-        return _placeholder_aware(None if item is None else _each(item), placeholders)
+        return placeholder_aware(None if item is None else each(item), placeholders)
     if kind == "map":
         item = field_converter(schema.get("values") or {}, placeholders, compiled)
-        return _placeholder_aware(None if item is None else _each_value(item), placeholders)
+        return placeholder_aware(None if item is None else each_value(item), placeholders)
     return None
 
 
-def _struct_value(decode: StructDecoder) -> Converter:
+def struct_value(decode: StructDecoder) -> Converter:
     def convert(value: Any) -> Any:
         if value.__class__ is not dict:
             raise ValueDecodeError(f"struct expects a JSON object, got {logical.describe(value)}")
@@ -150,7 +150,7 @@ def _struct_value(decode: StructDecoder) -> Converter:
     return convert
 
 
-def _each(convert: Converter) -> Converter:
+def each(convert: Converter) -> Converter:
     def convert_items(items: Any) -> Any:
         if items.__class__ is not list:
             raise ValueDecodeError(f"array expects a JSON list, got {logical.describe(items)}")
@@ -159,7 +159,7 @@ def _each(convert: Converter) -> Converter:
     return convert_items
 
 
-def _each_value(convert: Converter) -> Converter:
+def each_value(convert: Converter) -> Converter:
     def convert_values(items: Any) -> Any:
         if items.__class__ is not dict:
             raise ValueDecodeError(f"map expects a JSON object, got {logical.describe(items)}")

@@ -26,6 +26,8 @@ from .logical import ColumnError, ValueDecodeError
 Loads = Callable[[Any], Any]
 Compile = Callable[[Mapping[str, Any]], SchemaPlan]
 
+# Bytes no JSON text starts with, beside the magic byte 0: a framing we do not know.
+_NOT_JSON_STARTS = frozenset(range(1, 0x20)) - {0x09, 0x0A, 0x0D}
 _SCHEMA_OPEN = b'{"schema":'
 _PAYLOAD_SEP = b',"payload":'
 
@@ -130,9 +132,20 @@ def _decode_key(
     return decode_schemaless_row(payload, hints, prefix="key column")
 
 
-def _decode(record: RawRecord, hints: Mapping[str, ColumnHint] | None, loads: Loads) -> Decoded:
-    load_key = partial(_decode_key, record.key, hints, loads)
+def _decode(
+    record: RawRecord,
+    hints: Mapping[str, ColumnHint] | None,
+    loads: Loads,
+    load_key: envelope.KeyLoader | None,
+) -> Decoded:
+    if load_key is None:
+        load_key = partial(_decode_key, record.key, hints, loads)
     data = record.value
+    if data and data[0] in _NOT_JSON_STARTS:
+        raise ValueDecodeError(
+            f"value starts with byte 0x{data[0]:02x}: neither JSON nor the Schema Registry"
+            " wire format (magic byte 0)"
+        )
     if data is None or (len(data) < 8 and data.strip() == b"null"):
         return envelope.tombstone(record.position, load_key, record.headers)
     plan, payload = _split(data, _VALUE_PLANS, loads, "value")
@@ -162,17 +175,28 @@ _EXACT_TOPICS: set[str] = set()
 _MAX_EXACT_TOPICS = 4096
 
 
-def decode_json_record(record: RawRecord, hints: Mapping[str, ColumnHint] | None) -> Decoded:
-    """Decode a JsonConverter record; raises ValueDecodeError when it cannot be read."""
+def decode_json_record(
+    record: RawRecord,
+    hints: Mapping[str, ColumnHint] | None,
+    load_key: envelope.KeyLoader | None = None,
+) -> Decoded:
+    """Decode a JsonConverter record; raises ValueDecodeError when it cannot be read.
+
+    ``load_key`` decodes the key when it is not JSON (an Avro key beside a JSON value)."""
     if record.topic in _EXACT_TOPICS:
-        return _decode(record, hints, loads_exact)
+        return _decode(record, hints, loads_exact, load_key)
     try:
-        return _decode(record, hints, orjson.loads)
+        return _decode(record, hints, orjson.loads, load_key)
     except InexactFloat:
         # a float somewhere: parse again keeping every number's exact digits
         if len(_EXACT_TOPICS) < _MAX_EXACT_TOPICS:
             _EXACT_TOPICS.add(record.topic)
-        return _decode(record, hints, loads_exact)
+        return _decode(record, hints, loads_exact, load_key)
 
 
-__all__ = ["ColumnError", "PlanCache", "decode_json_record"]
+def decode_json_key(data: bytes | None, hints: Mapping[str, ColumnHint] | None) -> Row | None:
+    """A JsonConverter key on its own (beside an Avro value), numbers exact."""
+    return _decode_key(data, hints, loads_exact)
+
+
+__all__ = ["ColumnError", "PlanCache", "decode_json_key", "decode_json_record"]

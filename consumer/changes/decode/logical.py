@@ -44,14 +44,14 @@ class ColumnError(ValueDecodeError):
 # --- the unavailable-value placeholder (unchanged TOASTed PostgreSQL column) -------------
 
 PLACEHOLDER = "__debezium_unavailable_value"
-_PLACEHOLDER_BYTES = PLACEHOLDER.encode()
-PLACEHOLDER_BASE64 = binascii.b2a_base64(_PLACEHOLDER_BYTES, newline=False).decode()
+PLACEHOLDER_BYTES = PLACEHOLDER.encode()
+PLACEHOLDER_BASE64 = binascii.b2a_base64(PLACEHOLDER_BYTES, newline=False).decode()
 # Debezium's UnchangedToastedPlaceholder also fills uuid columns with a name-based
 # UUID of the placeholder bytes (Java's UUID.nameUUIDFromBytes: MD5, version 3).
-PLACEHOLDER_UUID = str(uuid.UUID(bytes=hashlib.md5(_PLACEHOLDER_BYTES).digest(), version=3))
+PLACEHOLDER_UUID = str(uuid.UUID(bytes=hashlib.md5(PLACEHOLDER_BYTES).digest(), version=3))
 PLACEHOLDER_STRINGS = frozenset({PLACEHOLDER, PLACEHOLDER_BASE64, PLACEHOLDER_UUID})
 # int[] / bigint[] columns get one element per placeholder byte
-_PLACEHOLDER_INT_LIST = list(_PLACEHOLDER_BYTES)
+_PLACEHOLDER_INT_LIST = list(PLACEHOLDER_BYTES)
 
 
 def is_unavailable_container(value: list[Any] | dict[str, Any]) -> bool:
@@ -94,6 +94,11 @@ def decimal_from_base64(text: str, scale: int, what: str = "Decimal") -> Decimal
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise ValueDecodeError(f"{what} expects base64 bytes, got {describe(text)}") from None
+    return decimal_from_bytes(raw, scale, what)
+
+
+def decimal_from_bytes(raw: bytes, scale: int, what: str = "Decimal") -> Decimal:
+    """The unscaled value's bytes themselves, as Avro carries them."""
     if not raw:
         raise ValueDecodeError(f"{what} has empty bytes")
     unscaled = int.from_bytes(raw, "big", signed=True)
@@ -303,15 +308,20 @@ def boolean(value: Any, what: str = "boolean") -> bool:
 LogicalFactory = Callable[[Mapping[str, str]], Converter]
 
 
-def _decimal_factory(parameters: Mapping[str, str]) -> Converter:
+def decimal_scale(parameters: Mapping[str, Any]) -> int:
+    """The ``scale`` parameter of Connect's Decimal, checked."""
     scale = parameters.get("scale")
     if scale is None:
         raise ValueDecodeError("Decimal without scale parameter")
     try:
-        return fixed_scale_decimal(int(scale))
-    except ValueError:
+        return int(scale)
+    except (TypeError, ValueError):
         shown = repr(scale) if len(str(scale)) <= 16 else describe(scale)
         raise ValueDecodeError(f"Decimal with a non-integer scale parameter {shown}") from None
+
+
+def _decimal_factory(parameters: Mapping[str, str]) -> Converter:
+    return fixed_scale_decimal(decimal_scale(parameters))
 
 
 def _fixed(converter: Callable[[Any, str], Any], what: str) -> LogicalFactory:

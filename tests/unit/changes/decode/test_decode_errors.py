@@ -95,9 +95,14 @@ def test_tombstone_without_key() -> None:
     assert "tombstone without a key" in reason_of(record(None, None))
 
 
-def test_schema_registry_wire_format_is_refused_with_a_hint() -> None:
+def test_schema_registry_wire_format_without_a_registry_says_which_key_to_set() -> None:
     reason = reason_of(record(None, {"id": 1}, raw_value=b"\x00\x00\x00\x00\x01\x02"))
-    assert "JsonConverter" in reason
+    assert "set kafka.schema_registry.url" in reason
+
+
+def test_a_value_that_starts_with_a_control_byte_is_neither_json_nor_avro() -> None:
+    reason = reason_of(record(None, {"id": 1}, raw_value=b"\x01\x00\x00\x00\x01\x02"))
+    assert reason.startswith("value starts with byte 0x01: neither JSON nor")
 
 
 def test_timestamp_out_of_range() -> None:

@@ -1,0 +1,44 @@
+"""The schema registry of ``scripts/registry`` (Apicurio Registry 3, in memory).
+
+url = start_registry()              # .../apis/ccompat/v7 (Confluent-compatible)
+apicurio_api(url)                   # .../apis/registry/v2 (the converter's, globalIds)
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "registry"
+CCOMPAT = "/apis/ccompat/v7"
+
+
+def start_registry() -> str:
+    """``scripts/registry start`` (resolved from Maven Central on its first run): the
+    Confluent-compatible base URL."""
+    done = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip()[-2000:] or "scripts/registry start failed")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def registry_running() -> bool:
+    return subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0
+
+
+def stop_registry() -> None:
+    subprocess.run([str(SCRIPT), "stop"], check=False, capture_output=True)
+
+
+def apicurio_api(ccompat_url: str) -> str:
+    """Apicurio's own v2 API beside its Confluent-compatible one (the Connect converter's
+    URL, and where globalIds resolve)."""
+    return ccompat_url.removesuffix(CCOMPAT) + "/apis/registry/v2"
+
+
+def port_of(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
