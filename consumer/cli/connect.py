@@ -37,7 +37,9 @@ from consumer.errors import (
     ApiRejected,
     ApiTooLarge,
     BrokerUnavailable,
+    RegistryUnavailable,
 )
+from consumer.registry.client import RegistryClient, SchemaNotFound
 from consumer.source.topics import Cluster, TopicInfo, open_cluster
 from schemas.entities import Kind
 
@@ -49,6 +51,8 @@ EXIT_RETENTION = 8
 
 # A process that cannot exist: the API answers 404 once it accepted the key.
 PROBE_PROCESS = "0"
+# A schema id no registry gives out (they start at 1): "not found" means it answered.
+PROBE_SCHEMA_ID = 0
 _ENTITY = {Kind.CUSTOMER: "customers", Kind.ORDER: "orders", Kind.ITEM: "items"}
 
 
@@ -262,16 +266,20 @@ async def _probe(settings: Settings, status: Callable[[int | None], None]) -> No
 
 
 def _schema_registry(settings: Settings) -> Check | None:
-    """The schema registry's check, where ``kafka.schema_registry`` is configured.
-
-    The hook for the registry's own section (issue 19, Avro through a
-    Confluent-compatible registry): once it exists, this asks its URL for
-    ``/subjects`` with its credentials and fails with EXIT_KAFKA when it does not
-    answer. Until then there is nothing to check."""
-    if getattr(settings.kafka, "schema_registry", None) is None:
+    """The schema registry's check, where ``kafka.schema_registry.url`` is set: one
+    request for a schema id no writer uses (0), with the configured credentials
+    and CA. "Not found" is the answer of a registry that accepted us; anything
+    else (no answer, a refusal of the credentials, a URL that is not a registry's
+    API) fails with what to change, and EXIT_KAFKA: the service would pause
+    reading at its first Avro record."""
+    config = settings.kafka.schema_registry
+    if config.url is None:
         return None
-    return Check(
-        "schema registry",
-        True,
-        "configured; this version does not check it yet (the service does at start-up)",
-    )
+    what = f"schema registry {config.url}"
+    try:
+        RegistryClient(config).fetch(PROBE_SCHEMA_ID)
+    except SchemaNotFound:
+        return Check(what, True, "answers, and accepts the credentials")
+    except RegistryUnavailable as exc:
+        return Check(what, False, str(exc), EXIT_KAFKA)
+    return Check(what, True, "answers, and accepts the credentials")

@@ -56,7 +56,9 @@ class Shop:
         self.admin.create_topics([NewTopic(name, 2, 1, topic_configs=configs)])
         self.created.append(name)
 
-    def config(self, api_url: str, **extra: object) -> Path:
+    def config(
+        self, api_url: str, registry: dict[str, object] | None = None, **extra: object
+    ) -> Path:
         (self.folder / "mapping.yaml").write_text(mapping_for_prefix(self.prefix), "utf-8")
         path = self.folder / "rfmcube-cdc.yaml"
         config = {
@@ -64,6 +66,7 @@ class Shop:
                 "bootstrap_servers": self.bootstrap,
                 "dead_letter_topic": self.letters,
                 "extra": extra,
+                "schema_registry": registry or {},
             },
             "api": {"base_url": api_url, "allow_insecure_http": True, "timeout_seconds": 3},
             "mapping": "mapping.yaml",
@@ -163,3 +166,14 @@ def test_a_broker_that_refuses_the_handshake_is_named_without_its_secrets(
     assert "Sasl" in kafka and "security_protocol SASL_PLAINTEXT" in kafka
     assert "not reached within api.timeout_seconds" in found[f"Rfmcube API {nowhere}"]
     assert PASSWORD not in done.stdout + done.stderr and KEY not in done.stdout + done.stderr
+
+
+def test_a_schema_registry_that_does_not_answer_is_named(shop: Shop, api: EmulatorProcess) -> None:
+    for topic in (shop.customers, shop.orders, shop.items):
+        shop.create(topic, **{"cleanup.policy": "compact"})
+    shop.create(shop.letters, **{"retention.ms": str(WEEK_MS)})
+    url = f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"  # nothing listens there
+    done = run(shop.config(api.url, registry={"url": url, "allow_insecure_http": True}))
+    assert done.returncode == 5, done.stdout
+    says = lines(done)[f"schema registry {url}"]
+    assert says.startswith("FAIL GET ") and "refused" in says.lower(), says
