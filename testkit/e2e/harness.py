@@ -109,7 +109,7 @@ class DebeziumRun:
 
     def _create_database(self) -> None:
         self.db: Any = pg.create_shop_database(self.server, self.name)
-        self.workload: Any = Workload(self.db)
+        self.workload: Any = Workload(db=self.db)
 
     def _connector_config(self) -> dict[str, str]:
         return connector_config(
@@ -329,7 +329,7 @@ class MariaDbRun(DebeziumRun):
 
     def _create_database(self) -> None:
         self.db = mariadb.create_shop_database(self.server, self.name)
-        self.workload = MariaDbWorkload(self.db)
+        self.workload = MariaDbWorkload(db=self.db)
 
     def _connector_config(self) -> dict[str, str]:
         return mariadb_connector_config(

@@ -11,12 +11,12 @@ column edited with JSON_SET, and items move between orders.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import timedelta, timezone
 from decimal import Decimal
 
+from testkit.e2e.day import ShopDay
 from testkit.e2e.mariadb import MariaDb
 from testkit.shop import BRANDS, PROVINCES
 
@@ -41,28 +41,13 @@ def _zone(offset: str) -> timezone:
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
-@dataclass
-class MariaDbWorkload:
+@dataclass(kw_only=True)
+class MariaDbWorkload(ShopDay):
     """Writes the shop's changes into one MariaDB database; remembers live ids only."""
 
     db: MariaDb
-    seed: int = 11
-    clock: datetime = field(default_factory=lambda: datetime(2026, 3, 28, 22, 0, 7, tzinfo=UTC))
-    customers: list[int] = field(default_factory=list)
-    orders: dict[int, int | None] = field(default_factory=dict)  # order id -> customer id
-    items: dict[int, int] = field(default_factory=dict)  # item id -> order id
-    transactions: int = 0
-    _next: dict[str, int] = field(default_factory=lambda: {"c": 1, "o": 1, "i": 1})
-
-    def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
 
     # -- SQL pieces --------------------------------------------------------------
-
-    def _new_id(self, kind: str) -> int:
-        value = self._next[kind]
-        self._next[kind] += 1
-        return value
 
     def _tick(self, offset: str) -> tuple[str, str]:
         """The next moment: (a UTC wall clock for DATETIME, local time at ``offset`` for
@@ -246,11 +231,6 @@ class MariaDbWorkload:
             self._forget_order(oid)
         self.customers.remove(cid)
 
-    def _forget_order(self, oid: int) -> None:
-        del self.orders[oid]
-        for iid in [i for i, owner in self.items.items() if owner == oid]:
-            del self.items[iid]
-
     # -- the day, in phases ------------------------------------------------------------
 
     def phases(self, scale: int = 1) -> list[Callable[[], None]]:
@@ -307,7 +287,3 @@ class MariaDbWorkload:
                 self.sign_up()
 
         return [signups, edits, churn, tail]
-
-    def run_all(self, scale: int = 1) -> None:
-        for phase in self.phases(scale):
-            phase()

@@ -12,14 +12,14 @@ several KB of incompressible ``notes`` stored out of line (TOAST).
 from __future__ import annotations
 
 import argparse
-import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from testkit.e2e.database import Postgres
+from testkit.e2e.day import ShopDay
 from testkit.shop import BRANDS, PROVINCES, STATUS_LABELS
 
 ZONES = [
@@ -36,28 +36,13 @@ def _text(value: str | None) -> str:
     return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
 
 
-@dataclass
-class Workload:
+@dataclass(kw_only=True)
+class Workload(ShopDay):
     """Writes the shop's changes into one database; remembers live ids only."""
 
     db: Postgres
-    seed: int = 11
-    clock: datetime = field(default_factory=lambda: datetime(2026, 3, 28, 22, 0, 7, tzinfo=UTC))
-    customers: list[int] = field(default_factory=list)
-    orders: dict[int, int | None] = field(default_factory=dict)  # order id -> customer id
-    items: dict[int, int] = field(default_factory=dict)  # item id -> order id
-    transactions: int = 0
-    _next: dict[str, int] = field(default_factory=lambda: {"c": 1, "o": 1, "i": 1})
-
-    def __post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
 
     # -- SQL pieces --------------------------------------------------------------
-
-    def _new_id(self, kind: str) -> int:
-        value = self._next[kind]
-        self._next[kind] += 1
-        return value
 
     def _zone(self) -> str:
         return self.rng.choice(ZONES)
@@ -226,11 +211,6 @@ class Workload:
             self._forget_order(oid)
         self.customers.remove(cid)
 
-    def _forget_order(self, oid: int) -> None:
-        del self.orders[oid]
-        for iid in [i for i, owner in self.items.items() if owner == oid]:
-            del self.items[iid]
-
     # -- the day, in phases ------------------------------------------------------------
 
     def phases(self, scale: int = 1) -> list[Callable[[], None]]:
@@ -286,10 +266,6 @@ class Workload:
 
         return [signups, edits, churn, tail]
 
-    def run_all(self, scale: int = 1) -> None:
-        for phase in self.phases(scale):
-            phase()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -298,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--scale", type=int, default=1)
     args = parser.parse_args(argv)
-    workload = Workload(Postgres(args.port).database(args.dbname), seed=args.seed)
+    workload = Workload(db=Postgres(args.port).database(args.dbname), seed=args.seed)
     workload.run_all(args.scale)
     print(f"{workload.transactions} transactions written to {args.dbname}")
     return 0
