@@ -74,7 +74,8 @@ def test_sigterm_with_the_broker_lost_mid_stream_stops_within_the_grace(
         _stops_within_grace(service)
     finally:
         os.kill(broker, signal.SIGCONT)
-    service = pipeline.start()
+    service = pipeline.start()  # nothing was lost: what was owed goes out now
+    until(lambda: "active for 9 partitions" in service.log(), 60, "an active", service.log)
     pipeline.wait_caught_up(service)
     pipeline.wait_equal(shop, timeout=30)
     assert service.stop() == 0
