@@ -130,7 +130,7 @@ class Service:
         self.revocations = Revocations(self.committer)
         self._stopping = asyncio.Event()
         self._stop_requested = threading.Event()  # seen by the start-up restore's thread
-        self.resync = Resync(self.store, self.obligations, sent=lambda: self.report.sent_so_far())
+        self.resync = Resync(self.store, self.obligations)
         self.restorer = Restorer(
             settings.kafka,
             mapping,
@@ -416,7 +416,7 @@ class Service:
                 name="commit",
             ),
             asyncio.create_task(self.role.run(source), name="role"),
-            asyncio.create_task(self.resync_control.log_progress(stopping), name="progress"),
+            asyncio.create_task(self.resync_control.run(stopping), name="resync"),
         ]
         tasks = [flushing, *others]
         stop = asyncio.create_task(stopping.wait())

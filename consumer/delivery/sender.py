@@ -25,32 +25,44 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from consumer.delivery.http.client import Body
 from consumer.delivery.packing import (
-    Part,
+    Draft,
+    PackedPlan,
     delete_body,
-    import_body,
+    import_envelope,
     merge_body,
-    part_of,
-    single_merge,
+    owed_of,
     with_orders,
 )
-from consumer.delivery.planner import CustomerGroup, Delete, Plan
+from consumer.delivery.planner import CustomerGroup, Delete
+from consumer.delivery.spool import IN_MEMORY_BYTES, ImportBody, Spool, SpooledPart
 from consumer.errors import ApiRejected, ApiTooLarge
-from consumer.state.obligations import OwedDoc
+from consumer.state.obligations import OwedDoc, StagedDoc
 from schemas.entities import CustomerIdentity, DocRef, Kind
 from schemas.rfmcube import import_process_id
 
-__all__ = ["DeadDoc", "Outcome", "Sender", "SentImport", "Transport"]
+__all__ = ["DeadDoc", "Outcome", "Sender", "SentImport", "Staging", "Transport"]
 
 log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
-    async def send(self, call: str, body: bytes) -> dict[str, Any]: ...
+    async def send(self, call: str, body: Body) -> dict[str, Any]: ...
 
     async def process(self, process_id: int | str) -> dict[str, Any]: ...
+
+
+class Staging(Protocol):
+    """Where what an import carries is written as it is packed (the store:
+    :mod:`consumer.state.settling`), and read back to split a refused customer."""
+
+    def stage_many(self, parts: Sequence[Sequence[StagedDoc]]) -> list[tuple[int, int]]: ...
+
+    def staged(self, first: int, last: int) -> list[StagedDoc]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +77,12 @@ class DeadDoc:
 
 @dataclass(slots=True)
 class SentImport:
+    """An accepted import: its process, the staged rows it carried, its bytes."""
+
     process_id: str | None  # None: the API gave none (nothing to check)
-    docs: dict[DocRef, str | None]  # document → hash (None: a container it wrote again)
+    staged: tuple[int, int]
+    bytes: int
+    documents: int
 
 
 @dataclass(slots=True)
@@ -75,9 +91,8 @@ class Outcome:
     accepted: dict[DocRef, str] = field(default_factory=dict)  # document → hash to remember
     deleted: dict[DocRef, CustomerIdentity] = field(default_factory=dict)
     dead: list[DeadDoc] = field(default_factory=list)
-    imports: list[SentImport] = field(default_factory=list)
+    imports: list[SentImport] = field(default_factory=list)  # settled from their staged rows
     requests: Counter[str] = field(default_factory=Counter)
-    bytes: int = 0  # of the documents an accepted import carried
 
 
 Settle = Callable[[Outcome], None]
@@ -95,26 +110,40 @@ class Sender:
         self._max_bytes = max_request_bytes
         self._trigger = trigger_integrations
 
-    def dispatch(self, settle: Settle) -> Dispatch:
-        """The requests of one flush; ``settle`` gets each answered request's outcome."""
-        return Dispatch(self, settle)
+    @property
+    def max_request_bytes(self) -> int:
+        return self._max_bytes
+
+    def dispatch(
+        self, settle: Settle, staging: Staging, *, spool_directory: Path | None = None
+    ) -> Dispatch:
+        """The requests of one flush; ``settle`` gets each answered request's outcome,
+        ``staging`` what its imports carry; large imports spool beside the store."""
+        return Dispatch(self, settle, staging, spool_directory)
 
 
 class Dispatch:
     """One flush's requests. Plans come in chunks (:meth:`add`): their deletes go
     out at once, their customers are packed into imports near the byte limit,
     across chunks, and each import goes out when the next customer would not fit
-    (:meth:`finish` sends the last). Each answered request is settled at once, so
-    a crash in a long flush sends again only what was not accepted."""
+    (:meth:`finish` sends the last). What each customer carries is staged in the
+    store as it is packed; its bytes stay in memory while the import is small,
+    then in a spool file (:mod:`consumer.delivery.spool`). Each answered request
+    is settled at once, so a crash in a long flush sends again only what was not
+    accepted."""
 
-    def __init__(self, sender: Sender, settle: Settle) -> None:
+    def __init__(
+        self, sender: Sender, settle: Settle, staging: Staging, spool_directory: Path | None
+    ) -> None:
         self._client = sender._client
         self._trigger = sender._trigger
         self._settle = settle
-        self._parts: list[Part] = []
+        self._staging = staging
+        self._spool = Spool(spool_directory)
+        self._parts: list[SpooledPart] = []
         self._size = 0
-        envelope = len(import_body([], trigger_integrations=self._trigger))
-        self._budget = sender._max_bytes - envelope - 16
+        self._head, self._tail = import_envelope(trigger_integrations=self._trigger)
+        self._budget = sender._max_bytes - len(self._head) - len(self._tail) - 16
 
     @property
     def packed(self) -> int:
@@ -122,33 +151,61 @@ class Dispatch:
         return len(self._parts)
 
     async def add(
-        self, plan: Plan, *, merge: bool, in_pending_import: Callable[[set[DocRef]], bool]
+        self, plan: PackedPlan, *, merge: bool, in_pending_import: Callable[[set[DocRef]], bool]
     ) -> None:
         """Send the plan's deletes; pack its customers (or, with ``merge`` and a single
         document no pending import carries, send it as a merge)."""
-        upserted = {id(u.owed) for g in plan.groups for u in g.upserts}
+        upserted = plan.upserted
         for delete in plan.deletes:
             await self._delete(
-                delete, alone=delete.owed is not None and id(delete.owed) not in upserted
+                delete, alone=delete.owed is not None and delete.owed.ref not in upserted
             )
-        group = single_merge(plan) if merge and not self._parts else None
+        group = plan.merge if merge and not self._parts else None
         if group is not None and not in_pending_import({u.ref for u in group.upserts}):
             await self._merge(group)
             return
-        for group in plan.groups:
-            part = part_of(group)
-            if self._parts and self._size + len(part.body) + 1 > self._budget:
+        staged = self._staging.stage_many([draft.carried for draft in plan.drafts])
+        for draft, rows in zip(plan.drafts, staged, strict=True):
+            if self._parts and self._size + len(draft.body) + 1 > self._budget:
                 await self._send_packed()
-            self._parts.append(part)
-            self._size += len(part.body) + 1
+            self._pack(draft, rows)
+
+    def _pack(self, draft: Draft, rows: tuple[int, int]) -> None:
+        size = len(draft.body)
+        if self._parts and self._parts[0].offset < 0 and self._size + size > IN_MEMORY_BYTES:
+            # Large now: what is in memory moves to the spool, and the rest follows.
+            self._parts = [
+                SpooledPart(
+                    self._spool.append(p.body, separated=i > 0), p.size, p.staged, p.documents
+                )
+                for i, p in enumerate(self._parts)
+            ]
+        if self._parts and self._parts[0].offset >= 0:
+            offset = self._spool.append(draft.body, separated=True)
+            part = SpooledPart(offset, size, rows, draft.documents)
+        else:
+            part = SpooledPart(-1, size, rows, draft.documents, draft.body)
+        self._parts.append(part)
+        self._size += size + 1
 
     async def finish(self) -> None:
         if self._parts:
             await self._send_packed()
 
+    def close(self) -> None:
+        """The spool's file goes (what was not sent stays owed)."""
+        self._spool.close()
+
     async def _send_packed(self) -> None:
         parts, self._parts, self._size = self._parts, [], 0
-        await self._send_import(parts)
+        try:
+            await self._send_import(parts)
+        finally:
+            self._spool.reset()
+
+    def _body(self, parts: Sequence[SpooledPart]) -> Body:
+        body = ImportBody(self._spool, parts, self._head, self._tail)
+        return body.read_all() if len(body) <= IN_MEMORY_BYTES else body
 
     async def _delete(self, delete: Delete, *, alone: bool) -> None:
         outcome = Outcome()
@@ -182,15 +239,13 @@ class Dispatch:
             outcome.requests[call] += 1
             self._report(outcome)
 
-    async def _send_import(self, parts: Sequence[Part]) -> bool:
+    async def _send_import(self, parts: Sequence[SpooledPart]) -> bool:
         """Send an import of these parts; a refusal splits it, down to the culprit.
         Returns whether it went out whole."""
         outcome = Outcome()
         outcome.requests["import"] += 1
         try:
-            answer = await self._client.send(
-                "import", import_body(parts, trigger_integrations=self._trigger)
-            )
+            answer = await self._client.send("import", self._body(parts))
         except (ApiTooLarge, ApiRejected) as exc:
             self._report(outcome)
             if len(parts) == 1:
@@ -207,60 +262,65 @@ class Dispatch:
         self._accepted(outcome, parts, answer)
         return True
 
-    def _accepted(self, outcome: Outcome, parts: Sequence[Part], answer: dict[str, Any]) -> None:
-        """An import the API accepted: what it carried, and its process to check."""
-        carried: dict[DocRef, str | None] = {}
-        for part in parts:
-            # The container customer is written too, even when it did not change.
-            carried.setdefault(part.container, part.container_hash)
-            if part.container_hash is not None:
-                outcome.accepted[part.container] = part.container_hash
-            for upsert in part.upserts:
-                carried[upsert.ref] = upsert.hash
-                outcome.accepted[upsert.ref] = upsert.hash
-                outcome.done.append(upsert.owed)
+    def _accepted(
+        self, outcome: Outcome, parts: Sequence[SpooledPart], answer: dict[str, Any]
+    ) -> None:
+        """An import the API accepted: the staged rows it carried, its process to check."""
         try:
             process_id: str | None = str(import_process_id(answer))
         except ValueError:
             log.warning("the API accepted an import without a processId: it cannot be checked")
             process_id = None
-        outcome.imports.append(SentImport(process_id, carried))
-        outcome.bytes = sum(len(p.body) for p in parts)
+        outcome.imports.append(
+            SentImport(
+                process_id,
+                (parts[0].staged[0], parts[-1].staged[1]),
+                sum(p.size for p in parts),
+                sum(p.documents for p in parts),
+            )
+        )
         self._report(outcome)
 
-    async def _isolate(self, part: Part, refusal: ApiTooLarge | ApiRejected) -> None:
+    def _draft(self, part: SpooledPart) -> Draft:
+        body = part.body if part.offset < 0 else self._spool.read(part.offset, part.size)
+        return Draft(body, tuple(self._staging.staged(*part.staged)))
+
+    def _alone(self, draft: Draft) -> SpooledPart:
+        (rows,) = self._staging.stage_many([draft.carried])
+        return SpooledPart(-1, len(draft.body), rows, draft.documents, draft.body)
+
+    async def _isolate(self, part: SpooledPart, refusal: ApiTooLarge | ApiRejected) -> None:
         """One customer's part was refused: find the document the API refuses, send
         the others. Its orders are halved until one is alone with its customer; then
         the customer alone says which of the two is refused."""
-        orders = [c for c in part.upserts if c.ref[0] is Kind.ORDER]
+        draft = self._draft(part)
+        orders = [c for c in draft.carried if c.ref[0] is Kind.ORDER and c.seq is not None]
         if len(orders) > 1:
             half = len(orders) // 2
             log.info("a customer's %d orders refused (%s): splitting", len(orders), refusal.status)
-            await self._send_import([with_orders(part, orders[:half])])
-            await self._send_import([with_orders(part, orders[half:])])
+            await self._send_import([self._alone(with_orders(draft, orders[:half]))])
+            await self._send_import([self._alone(with_orders(draft, orders[half:]))])
             return
-        culprits = part.upserts
+        culprits = [c for c in draft.carried if c.seq is not None]
         if orders:
-            alone = with_orders(part, [])
+            alone = self._alone(with_orders(draft, []))
             # The customer without the order: refused too, and the customer is the culprit
             # (its orders cannot go without it); accepted, and the order is.
             if await self._send_customer_alone(alone):
-                culprits = tuple(orders)
+                culprits = orders
         outcome = Outcome()
-        for upsert in culprits:
+        for doc in culprits:
             reason = f"import rejected: {refusal}"
-            outcome.dead.append(DeadDoc(upsert.ref, upsert.owed, reason, part.body))
+            outcome.dead.append(DeadDoc(doc.ref, owed_of(doc), reason, draft.body))
         self._report(outcome)
 
-    async def _send_customer_alone(self, part: Part) -> bool:
+    async def _send_customer_alone(self, part: SpooledPart) -> bool:
         """The customer of a refused part without its orders; whether it was accepted
         (a refusal dead-letters the customer and the orders, by the caller)."""
         outcome = Outcome()
         outcome.requests["import"] += 1
         try:
-            answer = await self._client.send(
-                "import", import_body([part], trigger_integrations=self._trigger)
-            )
+            answer = await self._client.send("import", self._body([part]))
         except (ApiTooLarge, ApiRejected):
             self._report(outcome)
             return False
