@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from consumer.delivery.planner import CustomerGroup, Delete, Plan
-from consumer.state.obligations import OwedDoc, StagedDoc
+from consumer.state.obligations import OwedDoc, StagedRow
 from schemas.entities import CustomerIdentity, DocRef, Kind
 from schemas.rfmcube import (
     delete_customer_body,
@@ -49,16 +49,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """One customer of an import, serialized once, and what it carries: its container
-    (the customer document Rfmcube holds for it) first, then its upserts."""
+    """One customer of an import, serialized once, and what it carries as the store
+    stages it (:data:`~consumer.state.settling.StagedRow`): its container (the
+    customer document Rfmcube holds for it) first, then its upserts."""
 
     body: bytes
-    carried: tuple[StagedDoc, ...]
-
-    @property
-    def documents(self) -> int:
-        """The owed documents it carries (its container apart)."""
-        return sum(1 for doc in self.carried if doc.seq is not None)
+    carried: tuple[StagedRow, ...]
+    documents: int  # the owed documents it carries (its container apart)
 
 
 @dataclass(slots=True)
@@ -77,7 +74,12 @@ class PackedPlan:
     @property
     def upserted(self) -> set[DocRef]:
         """The owed documents its drafts carry."""
-        return {d.ref for draft in self.drafts for d in draft.carried if d.seq is not None}
+        return {
+            (_KIND[kind], key)
+            for draft in self.drafts
+            for kind, key, _, seq, _ in draft.carried
+            if seq is not None
+        }
 
     @property
     def sends(self) -> bool:
@@ -103,37 +105,44 @@ def draft_of(group: CustomerGroup) -> Draft:
     Python objects), and bytes of their exact size: orjson's output keeps its
     buffer's spare room (2 to 13 times the length here), a copy does not."""
     serialized = dumps(import_customer(group.customer_doc, [o.doc for o in group.orders]))
-    container = StagedDoc(
-        group.container_ref, document_hash(group.customer_doc) if group.guest else None, None
+    kind, key = group.container_ref
+    container_hash = document_hash(group.customer_doc) if group.guest else None
+    carried: tuple[StagedRow, ...] = (
+        (kind.value, key, container_hash, None, 0),
+        *((u.ref[0].value, u.ref[1], u.hash, u.owed.seq, u.owed.delete_seq) for u in group.upserts),
     )
-    carried = (
-        container,
-        *(StagedDoc(u.ref, u.hash, u.owed.seq, u.owed.delete_seq) for u in group.upserts),
-    )
-    return Draft(bytes(memoryview(serialized)), carried)
+    return Draft(bytes(memoryview(serialized)), carried, len(group.upserts))
 
 
-def with_orders(draft: Draft, orders: Sequence[StagedDoc]) -> Draft:
+def is_order(row: StagedRow) -> bool:
+    """An order the draft carries as owed (not a container)."""
+    return row[0] == Kind.ORDER.value and row[3] is not None
+
+
+def with_orders(draft: Draft, orders: Sequence[StagedRow]) -> Draft:
     """The draft with only these of its orders (the customer as it was): to find which
     document of a customer the API refuses. Read back from its bytes, numbers exact."""
     customer = json.loads(draft.body, parse_float=Decimal)
-    carried = [c for c in draft.carried if c.ref[0] is Kind.ORDER and c.seq is not None]
-    keep = {c.ref for c in orders}
-    kept = [doc for doc, c in zip(customer.pop("orders"), carried, strict=True) if c.ref in keep]
-    others = tuple(c for c in draft.carried if c.ref[0] is not Kind.ORDER or c.seq is None)
+    carried = [c for c in draft.carried if is_order(c)]
+    keep = {c[1] for c in orders}
+    kept = [doc for doc, c in zip(customer.pop("orders"), carried, strict=True) if c[1] in keep]
+    others = tuple(c for c in draft.carried if not is_order(c))
+    rows = others + tuple(c for c in carried if c[1] in keep)
     return Draft(
-        dumps(import_customer(customer, kept)), others + tuple(c for c in carried if c.ref in keep)
+        dumps(import_customer(customer, kept)), rows, sum(1 for c in rows if c[3] is not None)
     )
 
 
 _NOBODY = CustomerIdentity(None, None)
+_KIND = {kind.value: kind for kind in Kind}
 
 
-def owed_of(doc: StagedDoc) -> OwedDoc:
+def owed_of(row: StagedRow) -> OwedDoc:
     """The obligation a staged document met (for settling it without an import: a
     dead letter); its deletes only by their last number, which is all settling reads."""
-    assert doc.seq is not None
-    return OwedDoc(doc.ref, doc.seq, 0.0, [(doc.delete_seq, _NOBODY)] if doc.delete_seq else [])
+    kind, key, _, seq, delete_seq = row
+    assert seq is not None
+    return OwedDoc((_KIND[kind], key), seq, 0.0, [(delete_seq, _NOBODY)] if delete_seq else [])
 
 
 def import_envelope(*, trigger_integrations: bool) -> tuple[bytes, bytes]:

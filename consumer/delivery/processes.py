@@ -149,6 +149,10 @@ class ProcessChecker:
         )
 
     async def _failed(self, pid: str, why: str, outcome: str) -> str:
+        # What it carried must all be known before it is owed again: the flush that
+        # sent it is still settling it (a large import, a page at a time).
+        while self._obligations.settling_import(pid):
+            await asyncio.sleep(0.1)
         owed = 0
         while True:
             refs, gone = self._obligations.fail_page(pid, PAGE)

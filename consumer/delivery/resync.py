@@ -47,7 +47,7 @@ _META = "resync"
 # 2-core VM, bench/README.md "Resync at scale"; a little under, to be safe).
 DOCUMENTS_PER_SECOND = 4_000
 # A page of the scope should take about this long (its size adapts to it).
-OWING_PAGE_SECONDS = 0.2
+OWING_PAGE_SECONDS = 0.35
 REMAINING_EVERY_SECONDS = 2.0  # counting what is left is a scan: this often at most
 _DURATION = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -202,7 +202,7 @@ class Resync:
         elif took > OWING_PAGE_SECONDS:
             self._page = max(200, int(self._page * OWING_PAGE_SECONDS / took * 0.8))
         elif took < OWING_PAGE_SECONDS / 2:
-            self._page = min(100_000, self._page * 2)
+            self._page = min(50_000, self._page * 3 // 2)
         return not scope.finished
 
     def _save(self, state: ResyncState) -> None:

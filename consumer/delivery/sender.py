@@ -21,6 +21,7 @@ The client is a :class:`Transport`: anything with ``send`` and ``process``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from consumer.delivery.packing import (
     PackedPlan,
     delete_body,
     import_envelope,
+    is_order,
     merge_body,
     owed_of,
     with_orders,
@@ -41,8 +43,8 @@ from consumer.delivery.packing import (
 from consumer.delivery.planner import CustomerGroup, Delete
 from consumer.delivery.spool import IN_MEMORY_BYTES, ImportBody, Spool, SpooledPart
 from consumer.errors import ApiRejected, ApiTooLarge
-from consumer.state.obligations import OwedDoc, StagedDoc
-from schemas.entities import CustomerIdentity, DocRef, Kind
+from consumer.state.obligations import OwedDoc, StagedRow
+from schemas.entities import CustomerIdentity, DocRef
 from schemas.rfmcube import import_process_id
 
 __all__ = ["DeadDoc", "Outcome", "Sender", "SentImport", "Staging", "Transport"]
@@ -60,9 +62,9 @@ class Staging(Protocol):
     """Where what an import carries is written as it is packed (the store:
     :mod:`consumer.state.settling`), and read back to split a refused customer."""
 
-    def stage_many(self, parts: Sequence[Sequence[StagedDoc]]) -> list[tuple[int, int]]: ...
+    def stage_many(self, parts: Sequence[Sequence[StagedRow]]) -> list[tuple[int, int]]: ...
 
-    def staged(self, first: int, last: int) -> list[StagedDoc]: ...
+    def staged(self, first: int, last: int) -> list[StagedRow]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,11 @@ class Dispatch:
     store as it is packed; its bytes stay in memory while the import is small,
     then in a spool file (:mod:`consumer.delivery.spool`). Each answered request
     is settled at once, so a crash in a long flush sends again only what was not
-    accepted."""
+    accepted.
+
+    While a full import is on the wire (a 200 MB body takes seconds to upload and
+    the API seconds to read), the next one is packed: requests still go one after
+    another, in order, and a delete or a merge waits for the import before it."""
 
     def __init__(
         self, sender: Sender, settle: Settle, staging: Staging, spool_directory: Path | None
@@ -139,7 +145,9 @@ class Dispatch:
         self._trigger = sender._trigger
         self._settle = settle
         self._staging = staging
+        self._directory = spool_directory
         self._spool = Spool(spool_directory)
+        self._sending: asyncio.Task[None] | None = None  # the import on the wire
         self._parts: list[SpooledPart] = []
         self._size = 0
         self._head, self._tail = import_envelope(trigger_integrations=self._trigger)
@@ -155,12 +163,16 @@ class Dispatch:
     ) -> None:
         """Send the plan's deletes; pack its customers (or, with ``merge`` and a single
         document no pending import carries, send it as a merge)."""
-        upserted = plan.upserted
+        upserted = plan.upserted if plan.deletes else set()
+        if plan.deletes:
+            await self._sent()
         for delete in plan.deletes:
             await self._delete(
                 delete, alone=delete.owed is not None and delete.owed.ref not in upserted
             )
         group = plan.merge if merge and not self._parts else None
+        if group is not None:
+            await self._sent()
         if group is not None and not in_pending_import({u.ref for u in group.upserts}):
             await self._merge(group)
             return
@@ -191,20 +203,38 @@ class Dispatch:
     async def finish(self) -> None:
         if self._parts:
             await self._send_packed()
+        await self._sent()
 
     def close(self) -> None:
-        """The spool's file goes (what was not sent stays owed)."""
+        """What was not sent stays owed: the import still on the wire (a flush cut
+        short) is abandoned, the spools' files go."""
+        if self._sending is not None:
+            self._sending.cancel()
+            self._sending = None
         self._spool.close()
 
-    async def _send_packed(self) -> None:
-        parts, self._parts, self._size = self._parts, [], 0
-        try:
-            await self._send_import(parts)
-        finally:
-            self._spool.reset()
+    async def _sent(self) -> None:
+        """Until the import on the wire was answered (and its errors raised here)."""
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            await sending
 
-    def _body(self, parts: Sequence[SpooledPart]) -> Body:
-        body = ImportBody(self._spool, parts, self._head, self._tail)
+    async def _send_packed(self) -> None:
+        """The packed import goes out once the one before it was answered; the next
+        one is packed meanwhile, into a spool of its own."""
+        parts, spool = self._parts, self._spool
+        self._parts, self._size, self._spool = [], 0, Spool(self._directory)
+        await self._sent()
+        self._sending = asyncio.create_task(self._send_spooled(parts, spool), name="import")
+
+    async def _send_spooled(self, parts: list[SpooledPart], spool: Spool) -> None:
+        try:
+            await self._send_import(parts, spool)
+        finally:
+            spool.close()
+
+    def _body(self, parts: Sequence[SpooledPart], spool: Spool) -> Body:
+        body = ImportBody(spool, parts, self._head, self._tail)
         return body.read_all() if len(body) <= IN_MEMORY_BYTES else body
 
     async def _delete(self, delete: Delete, *, alone: bool) -> None:
@@ -239,22 +269,22 @@ class Dispatch:
             outcome.requests[call] += 1
             self._report(outcome)
 
-    async def _send_import(self, parts: Sequence[SpooledPart]) -> bool:
+    async def _send_import(self, parts: Sequence[SpooledPart], spool: Spool) -> bool:
         """Send an import of these parts; a refusal splits it, down to the culprit.
         Returns whether it went out whole."""
         outcome = Outcome()
         outcome.requests["import"] += 1
         try:
-            answer = await self._client.send("import", self._body(parts))
+            answer = await self._client.send("import", self._body(parts, spool))
         except (ApiTooLarge, ApiRejected) as exc:
             self._report(outcome)
             if len(parts) == 1:
-                await self._isolate(parts[0], exc)
+                await self._isolate(parts[0], exc, spool)
                 return False
             half = len(parts) // 2
             log.info("import of %d customers refused (%s): splitting", len(parts), exc.status)
-            await self._send_import(parts[:half])
-            await self._send_import(parts[half:])
+            await self._send_import(parts[:half], spool)
+            await self._send_import(parts[half:], spool)
             return False
         except BaseException:
             self._report(outcome)  # counted: it went out, or was cut short
@@ -281,46 +311,49 @@ class Dispatch:
         )
         self._report(outcome)
 
-    def _draft(self, part: SpooledPart) -> Draft:
-        body = part.body if part.offset < 0 else self._spool.read(part.offset, part.size)
-        return Draft(body, tuple(self._staging.staged(*part.staged)))
+    def _draft(self, part: SpooledPart, spool: Spool) -> Draft:
+        body = part.body if part.offset < 0 else spool.read(part.offset, part.size)
+        return Draft(body, tuple(self._staging.staged(*part.staged)), part.documents)
 
     def _alone(self, draft: Draft) -> SpooledPart:
         (rows,) = self._staging.stage_many([draft.carried])
         return SpooledPart(-1, len(draft.body), rows, draft.documents, draft.body)
 
-    async def _isolate(self, part: SpooledPart, refusal: ApiTooLarge | ApiRejected) -> None:
+    async def _isolate(
+        self, part: SpooledPart, refusal: ApiTooLarge | ApiRejected, spool: Spool
+    ) -> None:
         """One customer's part was refused: find the document the API refuses, send
         the others. Its orders are halved until one is alone with its customer; then
         the customer alone says which of the two is refused."""
-        draft = self._draft(part)
-        orders = [c for c in draft.carried if c.ref[0] is Kind.ORDER and c.seq is not None]
+        draft = self._draft(part, spool)
+        orders = [c for c in draft.carried if is_order(c)]
         if len(orders) > 1:
             half = len(orders) // 2
             log.info("a customer's %d orders refused (%s): splitting", len(orders), refusal.status)
-            await self._send_import([self._alone(with_orders(draft, orders[:half]))])
-            await self._send_import([self._alone(with_orders(draft, orders[half:]))])
+            await self._send_import([self._alone(with_orders(draft, orders[:half]))], spool)
+            await self._send_import([self._alone(with_orders(draft, orders[half:]))], spool)
             return
-        culprits = [c for c in draft.carried if c.seq is not None]
+        culprits = [c for c in draft.carried if c[3] is not None]
         if orders:
             alone = self._alone(with_orders(draft, []))
             # The customer without the order: refused too, and the customer is the culprit
             # (its orders cannot go without it); accepted, and the order is.
-            if await self._send_customer_alone(alone):
+            if await self._send_customer_alone(alone, spool):
                 culprits = orders
         outcome = Outcome()
         for doc in culprits:
             reason = f"import rejected: {refusal}"
-            outcome.dead.append(DeadDoc(doc.ref, owed_of(doc), reason, draft.body))
+            owed = owed_of(doc)
+            outcome.dead.append(DeadDoc(owed.ref, owed, reason, draft.body))
         self._report(outcome)
 
-    async def _send_customer_alone(self, part: SpooledPart) -> bool:
+    async def _send_customer_alone(self, part: SpooledPart, spool: Spool) -> bool:
         """The customer of a refused part without its orders; whether it was accepted
         (a refusal dead-letters the customer and the orders, by the caller)."""
         outcome = Outcome()
         outcome.requests["import"] += 1
         try:
-            answer = await self._client.send("import", self._body([part]))
+            answer = await self._client.send("import", self._body([part], spool))
         except (ApiTooLarge, ApiRejected):
             self._report(outcome)
             return False

@@ -40,12 +40,14 @@ class SpooledPart:
 
 
 class Spool:
-    """The bytes of the import being packed (one import at a time)."""
+    """The bytes of one import: appended while it is packed (a MiB written at a time),
+    read while it is sent."""
 
     def __init__(self, directory: Path | None) -> None:
         self._directory = directory
         self._file: int | None = None
         self.size = 0
+        self._buffer = bytearray()  # the last bytes appended, not written yet
 
     def _fd(self) -> int:
         if self._file is None:
@@ -54,24 +56,34 @@ class Spool:
         return self._file
 
     def append(self, data: bytes, *, separated: bool) -> int:
-        """Write a customer's bytes (after a comma, unless it is the import's first);
-        returns where they start."""
-        fd = self._fd()
+        """A customer's bytes (after a comma, unless it is the import's first); returns
+        where they start."""
         if separated:
-            os.pwrite(fd, b",", self.size)
-            self.size += 1
-        offset = self.size
-        view = memoryview(data)
+            self._buffer += b","
+        offset = self.size + len(self._buffer)
+        self._buffer += data
+        if len(self._buffer) >= SLICE:
+            self._write()
+        return offset
+
+    def _write(self) -> None:
+        fd = self._fd()
+        view = memoryview(self._buffer)
         while view:
             written = os.pwrite(fd, view, self.size)
             view = view[written:]
             self.size += written
-        return offset
+        view.release()
+        self._buffer.clear()
 
     def read(self, offset: int, size: int) -> bytes:
+        if self._buffer:
+            self._write()
         return os.pread(self._fd(), size, offset)
 
     def slices(self, offset: int, size: int, slice_bytes: int = SLICE) -> Iterator[bytes]:
+        if self._buffer:
+            self._write()
         end = offset + size
         while offset < end:
             chunk = os.pread(self._fd(), min(slice_bytes, end - offset), offset)
@@ -80,17 +92,13 @@ class Spool:
             offset += len(chunk)
             yield chunk
 
-    def reset(self) -> None:
-        """Empty for the next import (the file's pages go back to the system)."""
-        if self._file is not None:
-            os.ftruncate(self._file, 0)
-        self.size = 0
-
     def close(self) -> None:
+        """The file goes, and its pages with it."""
         if self._file is not None:
             os.close(self._file)
             self._file = None
         self.size = 0
+        self._buffer.clear()
 
 
 class ImportBody:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from consumer.delivery.packing import Draft, PackedPlan, pack
 from consumer.delivery.planner import Delete, Planner, PlannerSpec
-from consumer.state.obligations import Obligations, OwedDoc, StagedDoc
+from consumer.state.obligations import Obligations, OwedRow, StagedRow, owed_doc
 from consumer.state.store import StateStore
 from schemas.entities import CustomerIdentity, Kind
 
@@ -42,21 +42,20 @@ __all__ = ["PlannerSpec", "PlanningPool"]
 
 log = logging.getLogger(__name__)
 
-# A plan on the wire: owed documents out (kind, key, seq, since, deletes); back: deletes
-# (kind, key, id, email, index of the owed document or -1), drafts (bytes, carried
-# rows), indexes of done, parked and deferred documents, rejected ones with a reason,
-# and the imports to hurry.
-WireOwed = tuple[str, str, int, float, tuple[tuple[int, str | None, str | None], ...]]
-WireDraft = tuple[bytes, list[tuple[str, str, str | None, int | None, int]]]
+# A plan on the wire: owed documents out (:data:`OwedRow`); back: deletes (kind, key,
+# id, email, index of the owed document or -1), drafts (bytes, carried rows as staged,
+# documents), indexes of done, parked and deferred documents, rejected ones with a
+# reason, and the imports to hurry. Plain tuples: no object per document.
 WirePlan = tuple[
     list[tuple[str, str, str | None, str | None, int]],
-    list[WireDraft],
+    list[tuple[bytes, tuple[StagedRow, ...], int]],
     list[int],
     list[int],
     list[int],
     list[tuple[int, str]],
     list[str],
 ]
+_KIND = {kind.value: kind for kind in Kind}
 
 
 class PlanningPool:
@@ -80,22 +79,11 @@ class PlanningPool:
             )
         return self._pool
 
-    def pack(self, owed: Sequence[OwedDoc], now: float) -> asyncio.Future[PackedPlan]:
+    def pack(self, owed: Sequence[OwedRow], now: float) -> asyncio.Future[PackedPlan]:
         """Plan and pack a page in a worker; the future's result is the packed plan."""
-        wire = [
-            (
-                doc.ref[0].value,
-                doc.ref[1],
-                doc.seq,
-                doc.since,
-                tuple((seq, who.id, who.email) for seq, who in doc.deletes),
-            )
-            for doc in owed
-        ]
         loop = asyncio.get_running_loop()
-        answer = loop.run_in_executor(self._executor(), _pack_page, wire, now)
-        page = list(owed)
-        return asyncio.ensure_future(_unwire(answer, page))
+        answer = loop.run_in_executor(self._executor(), _pack_page, owed, now)
+        return asyncio.ensure_future(_unwire(answer, owed))
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -103,24 +91,23 @@ class PlanningPool:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def _unwire(answer: asyncio.Future[WirePlan], owed: list[OwedDoc]) -> PackedPlan:
+async def _unwire(answer: asyncio.Future[WirePlan], owed: Sequence[OwedRow]) -> PackedPlan:
+    """The packed plan, with objects only for the documents that need no request."""
     deletes, drafts, done, parked, deferred, rejected, hurry = await answer
     return PackedPlan(
         deletes=[
-            Delete((Kind(kind), key), CustomerIdentity(who, email), owed[i] if i >= 0 else None)
+            Delete(
+                (_KIND[kind], key),
+                CustomerIdentity(who, email),
+                owed_doc(owed[i]) if i >= 0 else None,
+            )
             for kind, key, who, email, i in deletes
         ],
-        drafts=[
-            Draft(
-                body,
-                tuple(StagedDoc((Kind(k), key), h, seq, dseq) for k, key, h, seq, dseq in rows),
-            )
-            for body, rows in drafts
-        ],
-        done=[owed[i] for i in done],
-        parked=[owed[i] for i in parked],
-        deferred=[owed[i] for i in deferred],
-        rejected=[(owed[i], reason) for i, reason in rejected],
+        drafts=[Draft(body, rows, documents) for body, rows, documents in drafts],
+        done=[owed_doc(owed[i]) for i in done],
+        parked=[owed_doc(owed[i]) for i in parked],
+        deferred=[owed_doc(owed[i]) for i in deferred],
+        rejected=[(owed_doc(owed[i]), reason) for i, reason in rejected],
         hurry=set(hurry),
     )
 
@@ -154,18 +141,10 @@ def _start_worker(path: str, spec: PlannerSpec) -> None:
     _WORKER = (store, planner)
 
 
-def _pack_page(wire: list[WireOwed], now: float) -> WirePlan:
+def _pack_page(wire: Sequence[OwedRow], now: float) -> WirePlan:
     assert _WORKER is not None, "a planning worker without its store"
     store, planner = _WORKER
-    owed = [
-        OwedDoc(
-            (Kind(kind), key),
-            seq,
-            since,
-            [(dseq, CustomerIdentity(who, email)) for dseq, who, email in deletes],
-        )
-        for kind, key, seq, since, deletes in wire
-    ]
+    owed = [owed_doc(row) for row in wire]
     store.db.execute("BEGIN")  # one snapshot for the whole page
     try:
         packed = pack(planner.plan(owed, now))
@@ -183,13 +162,7 @@ def _pack_page(wire: list[WireOwed], now: float) -> WirePlan:
             )
             for d in packed.deletes
         ],
-        [
-            (
-                draft.body,
-                [(c.ref[0].value, c.ref[1], c.hash, c.seq, c.delete_seq) for c in draft.carried],
-            )
-            for draft in packed.drafts
-        ],
+        [(draft.body, draft.carried, draft.documents) for draft in packed.drafts],
         [index[id(d)] for d in packed.done],
         [index[id(d)] for d in packed.parked],
         [index[id(d)] for d in packed.deferred],

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from consumer.state.owing import OWING_SCHEMA, OwingPages, OwingScope
-from consumer.state.settling import SETTLING_SCHEMA, ImportPages, StagedDoc
+from consumer.state.settling import SETTLING_SCHEMA, ImportPages, StagedRow
 from consumer.state.store import StateStore
 from schemas.debezium import PartitionId, Position
 from schemas.entities import CustomerIdentity, DocRef, Kind
@@ -49,10 +49,12 @@ __all__ = [
     "BatchObligation",
     "Obligations",
     "OwedDoc",
+    "OwedRow",
     "OwingScope",
     "PendingImport",
     "Settlement",
-    "StagedDoc",
+    "StagedRow",
+    "owed_doc",
 ]
 
 _SCHEMA = """
@@ -89,6 +91,9 @@ CREATE INDEX IF NOT EXISTS import_marks_by_partition ON import_marks (topic, par
 """
 
 
+_KIND = {kind.value: kind for kind in Kind}  # Kind(value) costs a few µs
+
+
 @dataclass(slots=True)
 class BatchObligation:
     """What one batch of records makes owed for one document: its newest number,
@@ -108,6 +113,12 @@ class BatchObligation:
             span[1] = max(span[1], position.offset)
 
 
+OwedRow = tuple[str, str, int, float, tuple[tuple[int, str | None, str | None], ...]]
+"""An owed document as a page of :meth:`Obligations.take_rows` holds it: its kind (the
+value) and key, its number, since when it is owed, and the deletes that must precede
+it (number, id, email), in order."""
+
+
 @dataclass(slots=True)
 class OwedDoc:
     """A document owed to the API, with the deletes that must precede it."""
@@ -120,6 +131,13 @@ class OwedDoc:
     @property
     def delete_seq(self) -> int:
         return max((seq for seq, _ in self.deletes), default=0)
+
+
+def owed_doc(row: OwedRow) -> OwedDoc:
+    kind, key, seq, since, deletes = row
+    return OwedDoc(
+        (_KIND[kind], key), seq, since, [(d, CustomerIdentity(i, e)) for d, i, e in deletes]
+    )
 
 
 @dataclass(slots=True)
@@ -140,7 +158,7 @@ class PendingImport:
 
 
 def _refs(rows: Iterable[tuple[str, str]]) -> list[DocRef]:
-    return [(Kind(kind), key) for kind, key in rows]
+    return [(_KIND[kind], key) for kind, key in rows]
 
 
 class Obligations(OwingPages, ImportPages):
@@ -244,6 +262,13 @@ class Obligations(OwingPages, ImportPages):
         """Up to ``limit`` owed documents, the longest owed first; ``after`` the
         (since, seq) of the last one taken, for the next page; none newer than
         ``until_seq``."""
+        return [owed_doc(row) for row in self.take_rows(limit, after, until_seq)]
+
+    def take_rows(
+        self, limit: int, after: tuple[float, int] | None = None, until_seq: int | None = None
+    ) -> list[OwedRow]:
+        """:meth:`take` as plain tuples (:data:`OwedRow`): what a page for a worker
+        process needs, without an object per document."""
         since, seq = after if after is not None else (float("-inf"), -1)
         until = until_seq if until_seq is not None else self._seq
         rows = self.db.execute(
@@ -251,11 +276,8 @@ class Obligations(OwingPages, ImportPages):
             " ORDER BY since, seq LIMIT ?",
             (since, seq, until, limit),
         ).fetchall()
-        docs = {
-            (Kind(kind), key): OwedDoc((Kind(kind), key), seq, since)
-            for kind, key, seq, since in rows
-        }
-        customers = [key for kind, key in docs if kind in (Kind.CUSTOMER, Kind.GUEST)]
+        customers = [key for kind, key, _, _ in rows if kind in ("customer", "guest")]
+        deletes: dict[tuple[str, str], list[tuple[int, str | None, str | None]]] = {}
         if customers:
             found = self.store.chunked(
                 "SELECT seq, kind, key, id, email FROM owed_deletes"
@@ -263,11 +285,14 @@ class Obligations(OwingPages, ImportPages):
                 (),
                 customers,
             )
-            for seq, kind, key, who_id, email in found:
-                doc = docs.get((Kind(kind), key))
-                if doc is not None:
-                    doc.deletes.append((seq, CustomerIdentity(who_id, email)))
-        return list(docs.values())
+            for dseq, kind, key, who_id, email in found:
+                deletes.setdefault((kind, key), []).append((dseq, who_id, email))
+        if not deletes:
+            return [(kind, key, seq, since, ()) for kind, key, seq, since in rows]
+        return [
+            (kind, key, seq, since, tuple(deletes.get((kind, key), ())))
+            for kind, key, seq, since in rows
+        ]
 
     def position_of(self, ref: DocRef) -> Position | None:
         """The latest record waiting on an owed document (for a dead letter's headers)."""
@@ -513,12 +538,9 @@ class Obligations(OwingPages, ImportPages):
         return new, adopted
 
     def due_imports(self, now: float, limit: int) -> list[PendingImport]:
-        """Imports whose check is due; not one still being settled (its documents are
-        not all recorded yet: a failure could not owe them all again)."""
         rows = self.db.execute(
-            "SELECT process_id, accepted_at, checks FROM imports WHERE next_check <= ?"
-            " AND process_id NOT IN (SELECT process_id FROM import_settling)"
-            " ORDER BY next_check, accepted_at LIMIT ?",
+            "SELECT process_id, accepted_at, checks FROM imports"
+            " WHERE next_check <= ? ORDER BY next_check, accepted_at LIMIT ?",
             (now, limit),
         ).fetchall()
         return [PendingImport(pid, at, checks) for pid, at, checks in rows]

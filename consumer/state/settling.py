@@ -6,7 +6,7 @@ transaction (accepted hashes, the import's documents, the owed rows) held the
 event loop for 11 to 15 s, and dropping or re-owing its documents when its
 process ends for seconds more. Here:
 
-- **staged while packed** (:meth:`ImportPages.stage`): what each part of an
+- **staged while packed** (:meth:`ImportPages.stage_many`): what each part of an
   import carries (document, hash, the number it was owed under, its deletes')
   is written to ``import_staged`` as the part is packed, so that neither
   memory nor the moment of acceptance grows with the import;
@@ -17,8 +17,11 @@ process ends for seconds more. Here:
 - **settled in pages** (:meth:`ImportPages.settle_page`): each page moves a
   slice of the staged rows into the accepted hashes and the import's documents
   (``import_docs``, ``import_marks``), and meets the owed rows they carried.
-  Until its last page, the import is not checked (:meth:`due_imports`), and
-  the flush that sent it finishes settling before another flush plans;
+  The flush that sent it finishes settling before another flush plans. Its
+  process may be checked meanwhile: completed, the pages left skip what only a
+  pending import needs (its documents and marks); failed, the failure waits for
+  the last page (:meth:`ImportPages.settling_import`), so that all it carried
+  is owed again;
 - **completed** (:meth:`ImportPages.completed`): the import stops being pending
   at once; its documents are dropped afterwards in pages (``imports_done``,
   :meth:`ImportPages.purge_page`), ignored meanwhile, since only pending
@@ -33,13 +36,12 @@ before a crash) are dropped at the end of each flush (:meth:`drop_staged`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 
 from consumer.state.store import IMPORT_BYTES, StateStore
 from schemas.entities import DocRef, Kind
 
-__all__ = ["ImportPages", "StagedDoc"]
+__all__ = ["ImportPages", "StagedRow"]
 
 _UNCHECKED = "\x00unchecked:"  # an import accepted without a processId, while it settles
 
@@ -56,16 +58,14 @@ CREATE TABLE IF NOT EXISTS imports_done (process_id TEXT PRIMARY KEY) WITHOUT RO
 """
 
 
-@dataclass(frozen=True, slots=True)
-class StagedDoc:
-    """What an import carries of one document: its hash (None: a registered
-    customer's container, written again but not remembered) and, for a document
-    that was owed, the number it was owed under and that of its last delete."""
+StagedRow = tuple[str, str, str | None, int | None, int]
+"""What an import carries of one document, as it is staged: its kind (the value)
+and key, its hash (None: a registered customer's container, written again but
+not remembered) and, for a document that was owed, the number it was owed under
+(None: not owed, a container) and that of its last delete (0: none). Plain
+tuples: half a million of them cross from the workers for a 200 MB import."""
 
-    ref: DocRef
-    hash: str | None
-    seq: int | None  # None: not owed (a container)
-    delete_seq: int = 0
+_KIND = {kind.value: kind for kind in Kind}  # Kind(value) costs a few µs
 
 
 class ImportPages:
@@ -88,40 +88,33 @@ class ImportPages:
 
     # -- staged while packed --------------------------------------------------------
 
-    def stage(self, docs: Iterable[StagedDoc]) -> tuple[int, int]:
-        """Write what a part carries; returns the range of its rows (first, last)."""
-        first = self._staged_n + 1
-        rows = []
-        for doc in docs:
-            self._staged_n += 1
-            rows.append(
-                (self._staged_n, doc.ref[0].value, doc.ref[1], doc.hash, doc.seq, doc.delete_seq)
-            )
+    def stage_many(self, parts: Sequence[Sequence[StagedRow]]) -> list[tuple[int, int]]:
+        """Write what each of several parts carries, in one transaction; returns the
+        range of each part's rows (first, last)."""
+        ranges = []
+        rows: list[tuple[int, str, str, str | None, int | None, int]] = []
+        n = self._staged_n
+        for carried in parts:
+            ranges.append((n + 1, n + len(carried)))
+            rows.extend((n + i, *row) for i, row in enumerate(carried, 1))
+            n += len(carried)
         with self.store.transaction() as db:
             db.executemany(
                 "INSERT INTO import_staged (n, kind, key, hash, seq, delete_seq)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        return first, self._staged_n
-
-    def stage_many(self, parts: Iterable[Iterable[StagedDoc]]) -> list[tuple[int, int]]:
-        """Write what each of several parts carries, in one transaction; returns the
-        range of each part's rows."""
-        ranges = []
-        with self.store.transaction():
-            for docs in parts:
-                ranges.append(self.stage(docs))
+        self._staged_n = n
         return ranges
 
-    def staged(self, first: int, last: int) -> list[StagedDoc]:
+    def staged(self, first: int, last: int) -> list[StagedRow]:
         """The rows of a range, in the order they were staged."""
         rows = self.db.execute(
             "SELECT kind, key, hash, seq, delete_seq FROM import_staged"
             " WHERE n BETWEEN ? AND ? ORDER BY n",
             (first, last),
         )
-        return [StagedDoc((Kind(k), key), h, seq, dseq) for k, key, h, seq, dseq in rows]
+        return [(k, key, h, seq, dseq) for k, key, h, seq, dseq in rows]
 
     def drop_staged(self) -> None:
         """Rows no accepted import holds: a refused import's, or those of an import
@@ -166,6 +159,13 @@ class ImportPages:
         """Accepted imports whose staged rows are not all settled yet."""
         return int(self.db.execute("SELECT count(*) FROM import_settling").fetchone()[0])
 
+    def settling_import(self, process_id: str) -> bool:
+        """Whether this import's staged rows are not all settled yet."""
+        found = self.db.execute(
+            "SELECT 1 FROM import_settling WHERE process_id = ?", (process_id,)
+        ).fetchone()
+        return found is not None
+
     def settle_page(self, limit: int) -> int:
         """Settle up to ``limit`` staged rows of an accepted import, in one transaction;
         returns how many (0: nothing left to settle)."""
@@ -178,7 +178,8 @@ class ImportPages:
         last = min(end, first + limit - 1)
         span = (first, last)
         with self.store.transaction() as db:
-            if not pid.startswith(_UNCHECKED):  # a pending import: what it carries
+            pending = db.execute("SELECT 1 FROM imports WHERE process_id = ?", (pid,)).fetchone()
+            if pending is not None:  # still pending (not completed yet): what it carries
                 # Which records its documents wait on: before the owed marks go.
                 db.execute(
                     "INSERT INTO import_marks (process_id, topic, partition, first_offset, holds)"
@@ -275,7 +276,7 @@ class ImportPages:
                 (process_id, limit),
             ).fetchall()
             # A guest's container is not owed on its own: its orders rebuild it.
-            refs = [(Kind(k), key) for k, key, _ in carried if k != Kind.GUEST.value]
+            refs = [(_KIND[k], key) for k, key, _ in carried if k != Kind.GUEST.value]
             # Rfmcube does not hold what the failed import carried, unless a later
             # send replaced it (its hash differs then, and stays).
             db.executemany(
