@@ -229,7 +229,9 @@ class Flusher:
         until = obligations.last_seq()  # what changes meanwhile is the next flush's
         taken = 0
         planned: deque[tuple[asyncio.Future[PackedPlan], list[OwedRow]]] = deque()
-        depth = 2 * self._pool.processes if self._pool is not None else 0
+        # Pages in the workers' hands: enough that they keep building while this loop
+        # settles a page or sends (a page's result is about a MB).
+        depth = 4 * self._pool.processes if self._pool is not None else 0
         try:
             while taken < self._max_documents:
                 owed = obligations.take_rows(self._chunk, after, until)

@@ -16,7 +16,13 @@ process ends for seconds more. Here:
   it carried: whatever comes next resumes from the store;
 - **settled in pages** (:meth:`ImportPages.settle_page`): each page moves a
   slice of the staged rows into the accepted hashes and the import's documents
-  (``import_docs``, ``import_marks``), and meets the owed rows they carried.
+  (``import_docs``, ``import_marks``), and meets the owed rows they carried. The
+  slices go in key order, not in the order they were packed (a customer, then
+  its orders, whose keys are anywhere): a commit writes every page of the
+  tables it touched, so pages of scattered keys rewrote most of those tables at
+  each commit (11.5 s for 450,000 documents; 4.9 s in key order). The rows are
+  sorted in a scratch file beside the store (attached, no journal: rebuilt
+  after a crash from the staged rows and the key the settling reached);
   The flush that sent it finishes settling before another flush plans. Its
   process may be checked meanwhile: completed, the pages left skip what only a
   pending import needs (its documents and marks); failed, the failure waits for
@@ -35,6 +41,7 @@ before a crash) are dropped at the end of each flush (:meth:`drop_staged`).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 
@@ -51,8 +58,9 @@ CREATE TABLE IF NOT EXISTS import_staged (
     seq INTEGER, delete_seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS import_settling (
-    process_id TEXT PRIMARY KEY, next_n INTEGER NOT NULL, last_n INTEGER NOT NULL,
-    holds INTEGER NOT NULL
+    process_id TEXT PRIMARY KEY, first_n INTEGER NOT NULL, last_n INTEGER NOT NULL,
+    holds INTEGER NOT NULL, done_kind TEXT NOT NULL DEFAULT '',
+    done_key TEXT NOT NULL DEFAULT '', done_n INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS imports_done (process_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
@@ -68,6 +76,11 @@ tuples: half a million of them cross from the workers for a 200 MB import."""
 _KIND = {kind.value: kind for kind in Kind}  # Kind(value) costs a few µs
 
 
+_SORT = "settle_sort"  # the scratch database's name on the connection
+_DELETE_PAGE = 100_000  # staged rows dropped at a time once settled (in their order: cheap)
+_SORT_CACHE_KIB = 32_768  # the scratch's own page cache: sorting inserts anywhere in it
+
+
 class ImportPages:
     """Mixed into :class:`~consumer.state.obligations.Obligations`, which owns the tables."""
 
@@ -76,6 +89,8 @@ class ImportPages:
     _clock: Callable[[], float]
     _first_check: float
     _staged_n: int
+    _sorted: tuple[str, int] | None = None  # (import, staged rows sorted up to n) in scratch
+    _sort_attached = False
 
     def owe(self, refs: Iterable[DocRef]) -> int:  # pragma: no cover - defined by Obligations
         raise NotImplementedError
@@ -120,13 +135,13 @@ class ImportPages:
         """Rows no accepted import holds: a refused import's, or those of an import
         whose answer a crash never let arrive (its documents are still owed)."""
         with self.store.transaction() as db:
-            held = db.execute("SELECT min(next_n) FROM import_settling").fetchone()[0]
+            held = db.execute("SELECT min(first_n) FROM import_settling").fetchone()[0]
             if held is None:
                 db.execute("DELETE FROM import_staged")
                 return
             db.execute(
                 "DELETE FROM import_staged WHERE NOT EXISTS (SELECT 1 FROM import_settling s"
-                " WHERE import_staged.n BETWEEN s.next_n AND s.last_n)"
+                " WHERE import_staged.n BETWEEN s.first_n AND s.last_n)"
             )
 
     # -- accepted and settled ---------------------------------------------------------
@@ -149,7 +164,7 @@ class ImportPages:
                 )
                 db.execute("DELETE FROM imports_done WHERE process_id = ?", (process_id,))
             db.execute(
-                "INSERT OR REPLACE INTO import_settling (process_id, next_n, last_n, holds)"
+                "INSERT OR REPLACE INTO import_settling (process_id, first_n, last_n, holds)"
                 " VALUES (?, ?, ?, ?)",
                 (process_id, staged[0], staged[1], int(hold_commits)),
             )
@@ -167,72 +182,146 @@ class ImportPages:
         return found is not None
 
     def settle_page(self, limit: int) -> int:
-        """Settle up to ``limit`` staged rows of an accepted import, in one transaction;
-        returns how many (0: nothing left to settle)."""
+        """One step of settling an accepted import: sorting up to ``limit`` of its staged
+        rows, settling up to ``limit`` of them in key order (one transaction with the
+        key reached), or dropping them once all are settled. Returns how many rows the
+        step handled (0: nothing left to settle)."""
         found = self.db.execute(
-            "SELECT process_id, next_n, last_n, holds FROM import_settling LIMIT 1"
+            "SELECT process_id, first_n, last_n, holds, done_kind, done_key, done_n"
+            " FROM import_settling LIMIT 1"
         ).fetchone()
         if found is None:
             return 0
-        pid, first, end, holds = found
-        last = min(end, first + limit - 1)
-        span = (first, last)
+        pid, first, last, holds, *done = found
+        self._attach_sort()
+        db = self.db
+        if self._sorted is None or self._sorted[0] != pid:
+            db.execute(f"DELETE FROM {_SORT}.rows")
+            self._sorted = (pid, first - 1)
+        sorted_to = self._sorted[1]
+        if sorted_to < last:  # read in the order staged (sequential), sorted as inserted
+            upto = min(last, sorted_to + limit)
+            db.execute(
+                f"INSERT INTO {_SORT}.rows SELECT kind, key, n, hash, seq, delete_seq"
+                " FROM import_staged WHERE n BETWEEN ? AND ? AND (kind, key, n) > (?, ?, ?)",
+                (sorted_to + 1, upto, *done),
+            )
+            self._sorted = (pid, upto)
+            return int(upto - sorted_to)
+        page = db.execute(
+            f"SELECT kind, key, n FROM {_SORT}.rows WHERE (kind, key, n) > (?, ?, ?)"
+            " ORDER BY kind, key, n LIMIT 1 OFFSET ?",
+            (*done, limit - 1),
+        ).fetchone()
+        if page is None:  # fewer than a page left: the last one
+            page = db.execute(
+                f"SELECT kind, key, n FROM {_SORT}.rows ORDER BY kind DESC, key DESC, n DESC"
+                " LIMIT 1"
+            ).fetchone()
+            if page is None or tuple(page) <= tuple(done):
+                return self._drop_settled(pid, first, last)
+        span = (*done, *page)
+        with self.store.transaction():
+            settled = self._settle_span(pid, holds, span)
+            db.execute(
+                "UPDATE import_settling SET done_kind = ?, done_key = ?, done_n = ?"
+                " WHERE process_id = ?",
+                (*page, pid),
+            )
+        return settled
+
+    def _settle_span(self, pid: str, holds: int, span: tuple[object, ...]) -> int:
+        """The sorted rows after the key reached and up to a key (``span``: both, as
+        kind, key, n), in one transaction with the caller's: set-based, in key order."""
+        db = self.db
+        rows = (
+            f"FROM {_SORT}.rows r WHERE (r.kind, r.key, r.n) > (?, ?, ?)"
+            " AND (r.kind, r.key, r.n) <= (?, ?, ?)"
+        )
+        if db.execute("SELECT 1 FROM imports WHERE process_id = ?", (pid,)).fetchone():
+            # Still pending (not seen completed yet): what it carries, and the records
+            # its documents wait on (before the owed marks go).
+            db.execute(
+                "INSERT INTO import_marks (process_id, topic, partition, first_offset, holds)"
+                " SELECT ?, m.topic, m.partition, min(m.first_offset), ? FROM owed_marks m"
+                f" WHERE (m.kind, m.key) IN (SELECT r.kind, r.key {rows})"
+                " GROUP BY m.topic, m.partition ON CONFLICT (process_id, topic, partition)"
+                " DO UPDATE SET first_offset = min(first_offset, excluded.first_offset)",
+                (pid, holds, *span),
+            )
+            # A container (hash NULL) never hides the hash of the same customer's upsert.
+            db.execute(
+                f"INSERT INTO import_docs (process_id, kind, key, hash) SELECT ?, r.kind,"
+                f" r.key, r.hash {rows} ON CONFLICT (kind, key, process_id) DO UPDATE SET"
+                " hash = coalesce(excluded.hash, import_docs.hash)",
+                (pid, *span),
+            )
+        db.execute(
+            f"INSERT INTO accepted (kind, key, hash) SELECT r.kind, r.key, r.hash {rows}"
+            " AND r.hash IS NOT NULL ON CONFLICT (kind, key) DO UPDATE SET hash = excluded.hash",
+            span,
+        )
+        # Met unless it changed since it was taken (a newer number): the next send.
+        met = db.execute(
+            f"SELECT r.kind, r.key, r.seq, r.delete_seq {rows} AND r.seq IS NOT NULL", span
+        ).fetchall()
+        db.executemany(
+            "DELETE FROM owed WHERE kind = ? AND key = ? AND seq <= ?",
+            [(kind, key, seq) for kind, key, seq, _ in met],
+        )
+        db.executemany(
+            "DELETE FROM owed_deletes WHERE kind = ? AND key = ? AND seq <= ?",
+            [(kind, key, dseq) for kind, key, _, dseq in met if dseq],
+        )
+        db.execute(
+            "DELETE FROM owed_marks WHERE (kind, key) IN"
+            f" (SELECT r.kind, r.key {rows} AND r.seq IS NOT NULL) AND NOT EXISTS"
+            " (SELECT 1 FROM owed WHERE owed.kind = owed_marks.kind AND owed.key = owed_marks.key)",
+            span,
+        )
+        return len(met) or 1
+
+    def _drop_settled(self, pid: str, first: int, last: int) -> int:
+        """All of the import settled: its staged rows go, a page at a time (in their
+        order: cheap), then its settling."""
+        upto = min(last, first + _DELETE_PAGE - 1)
         with self.store.transaction() as db:
-            pending = db.execute("SELECT 1 FROM imports WHERE process_id = ?", (pid,)).fetchone()
-            if pending is not None:  # still pending (not completed yet): what it carries
-                # Which records its documents wait on: before the owed marks go.
-                db.execute(
-                    "INSERT INTO import_marks (process_id, topic, partition, first_offset, holds)"
-                    " SELECT ?, topic, partition, min(first_offset), ? FROM owed_marks"
-                    " WHERE (kind, key) IN (SELECT kind, key FROM import_staged"
-                    " WHERE n BETWEEN ? AND ?) GROUP BY topic, partition"
-                    " ON CONFLICT (process_id, topic, partition) DO UPDATE SET"
-                    " first_offset = min(first_offset, excluded.first_offset)",
-                    (pid, holds, *span),
-                )
-                # A container (hash NULL) never hides the hash of the same customer's upsert.
-                db.execute(
-                    "INSERT INTO import_docs (process_id, kind, key, hash)"
-                    " SELECT ?, kind, key, hash FROM import_staged WHERE n BETWEEN ? AND ?"
-                    " ORDER BY kind, key ON CONFLICT (kind, key, process_id) DO UPDATE SET"
-                    " hash = coalesce(excluded.hash, import_docs.hash)",
-                    (pid, *span),
-                )
-            db.execute(
-                "INSERT INTO accepted (kind, key, hash) SELECT kind, key, hash"
-                " FROM import_staged WHERE n BETWEEN ? AND ? AND hash IS NOT NULL"
-                " ORDER BY kind, key ON CONFLICT (kind, key) DO UPDATE SET hash = excluded.hash",
-                span,
-            )
-            met = db.execute(
-                "SELECT kind, key, seq, delete_seq FROM import_staged"
-                " WHERE n BETWEEN ? AND ? AND seq IS NOT NULL ORDER BY kind, key",
-                span,
-            ).fetchall()
-            # Met unless it changed since it was taken (a newer number): the next send.
-            db.executemany(
-                "DELETE FROM owed WHERE kind = ? AND key = ? AND seq <= ?",
-                [(kind, key, seq) for kind, key, seq, _ in met],
-            )
-            db.executemany(
-                "DELETE FROM owed_deletes WHERE kind = ? AND key = ? AND seq <= ?",
-                [(kind, key, dseq) for kind, key, _, dseq in met if dseq],
-            )
-            db.execute(
-                "DELETE FROM owed_marks WHERE (kind, key) IN (SELECT kind, key"
-                " FROM import_staged WHERE n BETWEEN ? AND ? AND seq IS NOT NULL)"
-                " AND NOT EXISTS (SELECT 1 FROM owed"
-                " WHERE owed.kind = owed_marks.kind AND owed.key = owed_marks.key)",
-                span,
-            )
-            db.execute("DELETE FROM import_staged WHERE n BETWEEN ? AND ?", span)
-            if last >= end:
+            db.execute("DELETE FROM import_staged WHERE n BETWEEN ? AND ?", (first, upto))
+            if upto >= last:
                 db.execute("DELETE FROM import_settling WHERE process_id = ?", (pid,))
             else:
                 db.execute(
-                    "UPDATE import_settling SET next_n = ? WHERE process_id = ?", (last + 1, pid)
+                    "UPDATE import_settling SET first_n = ? WHERE process_id = ?", (upto + 1, pid)
                 )
-        return int(last - first + 1)
+        if upto >= last:
+            self.db.execute(f"DELETE FROM {_SORT}.rows")
+            self._sorted = None
+        return upto - first + 1
+
+    def _attach_sort(self) -> None:
+        """The scratch database where an import's rows are sorted: a file beside the
+        store, readable by its owner only, without a journal (its content is rebuilt
+        after a crash); memory for a store in memory."""
+        if self._sort_attached:
+            return
+        path = self.store.path
+        if path is None:
+            where = ":memory:"
+        else:
+            where = str(path.with_name(path.name + "-sort"))
+            os.close(os.open(where, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.db.execute(f"ATTACH DATABASE ? AS {_SORT}", (where,))
+        # The file gives its pages back once an import's rows are dropped.
+        self.db.execute(f"PRAGMA {_SORT}.auto_vacuum=FULL")
+        self.db.execute(f"PRAGMA {_SORT}.journal_mode=OFF")
+        self.db.execute(f"PRAGMA {_SORT}.synchronous=OFF")
+        self.db.execute(f"PRAGMA {_SORT}.cache_size=-{_SORT_CACHE_KIB}")
+        self.db.execute(f"DROP TABLE IF EXISTS {_SORT}.rows")
+        self.db.execute(
+            f"CREATE TABLE {_SORT}.rows (kind TEXT, key TEXT, n INTEGER, hash TEXT,"
+            " seq INTEGER, delete_seq INTEGER, PRIMARY KEY (kind, key, n)) WITHOUT ROWID"
+        )
+        self._sort_attached = True
 
     # -- completed, failed --------------------------------------------------------------
 
