@@ -28,7 +28,7 @@ from consumer.delivery.planner import Planner
 from consumer.delivery.processes import ProcessChecker
 from consumer.delivery.resync import Resync
 from consumer.delivery.sender import Sender
-from consumer.state.obligations import Obligations
+from consumer.state.obligations import Obligations, owed_doc
 from consumer.state.store import StateStore
 from testkit.storeshop import MAPPING, build_store_shop
 
@@ -216,3 +216,41 @@ async def test_what_a_resync_reports_survives_a_restart(tmp_path: Path) -> None:
     assert (state.documents, state.remaining) == (22 + 3 * 23 + 5, 0)
     # Every byte accepted, before the kill and after: kept in the store, not in memory.
     assert state.bytes_sent == api.customer_bytes > 0
+
+
+class Failing(Rfmcube):
+    """Its processes fail."""
+
+    async def process(self, process_id: int | str) -> dict[str, Any]:
+        return {"processId": process_id, "status": "failed"}
+
+
+async def test_an_import_that_fails_while_it_is_settled_owes_all_it_carried(
+    tmp_path: Path,
+) -> None:
+    """Its process is checked before its last page (a large import settles for
+    seconds): the failure waits for that page, then owes everything again."""
+    path = tmp_path / "state.db"
+    build_store_shop(path).close()
+    api = Failing()
+    service = Service(path, api)
+    obligations = service.obligations
+    obligations.owe_everything(since_ms=None, forget=True)
+    owed = {(kind, key) for kind, key, *_ in obligations.take_rows(1000)}
+    rows = [(kind.value, key, "sent", seq, 0) for (kind, key), seq, *_ in _refs(obligations)]
+    (staged,) = obligations.stage_many([rows])
+    obligations.accept_import("7", staged, hold_commits=False, nbytes=1)
+    (pending,) = obligations.due_imports(float("inf"), 10)
+    checking = asyncio.create_task(service.checker.check(pending))
+    await asyncio.sleep(0.3)
+    assert not checking.done(), "the failure waits for the import's last page"
+    await service.flusher.settle_imports()
+    assert await checking == "failed"
+    assert {(kind, key) for kind, key, *_ in obligations.take_rows(1000)} == owed
+    (held,) = service.store.db.execute("SELECT count(*) FROM accepted WHERE hash = 'sent'")
+    assert held[0] == 0, "a failed import's hashes are not what Rfmcube holds"
+    assert obligations.pending_imports() == 0
+
+
+def _refs(obligations: Obligations) -> list[tuple[tuple[Any, str], int]]:
+    return [(owed_doc(row).ref, row[2]) for row in obligations.take_rows(1000)]
