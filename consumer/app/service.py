@@ -376,11 +376,19 @@ class Service:
                     dead_letter_doc=self._dead_letter_doc,
                     hurry_imports=lambda pids: checker.hurry(pids) if checker else None,
                     imports_accepted=lambda: checker.wake.set() if checker else None,
+                    backlog=lambda: sum(
+                        max(0, end - self.ingest.applied.get(tp, 0))
+                        for tp, end in source.highwaters().items()
+                    ),
+                    owed_bound=settings.store.max_owed_documents,
                 )
                 checker = self.report.checker = ProcessChecker(
                     self.obligations, client, self.limiter, on_failed=flusher.dirty.set
                 )
-                return await self._supervise(source, flusher, checker)
+                try:
+                    return await self._supervise(source, flusher, checker)
+                finally:
+                    flusher.close()  # its planning workers
         finally:
             self._streaming = False
 
