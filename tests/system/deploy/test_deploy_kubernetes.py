@@ -201,6 +201,11 @@ def test_probes_use_the_health_server(
     }
     grace = pod(rendered)["terminationGracePeriodSeconds"]
     assert grace > settings.service.shutdown_grace_seconds
+    # Ordinary liveness values (Kubernetes' defaults): /healthz answers within a second
+    # whatever the service does, so no shop size needs a tolerant probe (issue 20).
+    liveness = main["livenessProbe"]
+    assert liveness.get("timeoutSeconds", 1) <= 1
+    assert liveness.get("periodSeconds", 10) * liveness.get("failureThreshold", 3) <= 30
 
 
 def test_a_disruption_takes_one_replica_at_a_time(rendered: list[Manifest]) -> None:
