@@ -68,6 +68,9 @@ CATCH_UP_RECORDS = 20_000
 CATCH_UP_HOLD_SECONDS = 120.0
 DOCUMENT_BYTES_GUESS = 500  # before the first import says how large documents are
 OWING_STALLED_SECONDS = 1.0
+# Worker processes for a flush of this many owed documents or more: below it,
+# starting them (about a second, 85 MiB each) costs more than planning here.
+POOL_FROM_DOCUMENTS = 50_000
 
 
 @dataclass(slots=True)
@@ -120,6 +123,7 @@ class Flusher:
         backlog: Callable[[], int] | None = None,
         owed_bound: int | None = None,
         settle_page: int | None = None,
+        workers_from: int = POOL_FROM_DOCUMENTS,
     ) -> None:
         self._obligations = obligations
         self._planner = planner
@@ -144,6 +148,7 @@ class Flusher:
             Pages(5_000) if settle_page is None else Pages(settle_page, settle_page, settle_page)
         )
         self._pool = self._make_pool(workers)
+        self._workers_from = workers_from  # owed documents a flush needs to start them
         self._owed_seen: tuple[float, int] = (float("-inf"), 0)  # (monotonic, count)
         self._owing_seen: tuple[float, int] = (time.monotonic(), -1)  # (monotonic, owed)
         self._settling: asyncio.Task[None] | None = None
@@ -229,9 +234,12 @@ class Flusher:
         until = obligations.last_seq()  # what changes meanwhile is the next flush's
         taken = 0
         planned: deque[tuple[asyncio.Future[PackedPlan], list[OwedRow]]] = deque()
+        pool = self._pool
+        if pool is not None and not pool.started and not self._large(until):
+            pool = None
         # Pages in the workers' hands: enough that they keep building while this loop
         # settles a page or sends (a page's result is about a MB).
-        depth = 4 * self._pool.processes if self._pool is not None else 0
+        depth = 4 * pool.processes if pool is not None else 0
         try:
             while taken < self._max_documents:
                 owed = obligations.take_rows(self._chunk, after, until)
@@ -248,8 +256,8 @@ class Flusher:
                 after = (owed[-1][3], owed[-1][2])
                 first = taken == 0
                 taken += len(owed)
-                if self._pool is not None and not (first and len(owed) < self._chunk):
-                    planned.append((self._pool.pack(owed, self._clock()), owed))
+                if pool is not None and not (first and len(owed) < self._chunk):
+                    planned.append((pool.pack(owed, self._clock()), owed))
                     while len(planned) > depth:
                         progressed |= await self._send(dispatch, await self._planned(planned))
                 else:
@@ -280,6 +288,14 @@ class Flusher:
             await self.settle_imports()
             obligations.drop_staged()
         return progressed
+
+    def _large(self, until: int) -> bool:
+        """Whether this flush is worth starting the workers: a resync's scope being
+        owed, or that many documents owed (counted: a scan, once a flush)."""
+        scope = self._obligations.owing_scope()
+        if scope is not None and not scope.finished and scope.first_seq <= until:
+            return True
+        return self._obligations.owed_count() >= self._workers_from
 
     def _more_owed_soon(self, until: int) -> bool:
         """Whether a resync's scope reserved before this flush is still being owed, a

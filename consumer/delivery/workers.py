@@ -67,6 +67,10 @@ class PlanningPool:
         self.processes = processes
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
             log.info("building documents in %d worker processes", self.processes)

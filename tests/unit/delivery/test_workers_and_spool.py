@@ -67,6 +67,7 @@ async def _resync(
         dead_letter_doc=lambda *_: pytest.fail("nothing is dead-lettered"),
         hurry_imports=lambda _: None,
         workers=workers,
+        workers_from=0,
     )
     try:
         await flusher.flush_once()
