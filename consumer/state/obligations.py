@@ -180,9 +180,12 @@ class Obligations(OwingPages, ImportPages):
             "SELECT max(s) FROM (SELECT max(seq) AS s FROM owed"
             " UNION ALL SELECT max(seq) FROM owed_deletes)"
         ).fetchone()
-        # A resync's reserved numbers too: what is not owed yet of it will be.
-        self._seq = max(int(found[0] or 0), self.reserved_seq())
-        self._staged_n = self._last_staged()
+        self._seq = int(found[0] or 0)
+        self._staged_n = 0
+        if not store.read_only:  # a reader (a planning worker) numbers and stages nothing
+            # A resync's reserved numbers too: what is not owed yet of it will be.
+            self._seq = max(self._seq, self.reserved_seq())
+            self._staged_n = self._last_staged()
         # An import's first check waits this long: most processes are done by
         # then, and a check that finds one running costs a second request.
         self._first_check = first_check
