@@ -43,9 +43,10 @@ __all__ = ["Estimate", "Resync", "ResyncControl", "ResyncState", "estimate", "pa
 log = logging.getLogger(__name__)
 
 _META = "resync"
-# Documents a resync builds, packs and settles a second (4,600 measured on a
-# 2-core VM, bench/README.md "Resync at scale"; a little under, to be safe).
-DOCUMENTS_PER_SECOND = 4_000
+# Documents a resync builds, packs and settles a second: 14,500 to 17,700 measured on
+# a 2-core VM with its planning workers (bench/README.md, "Resync at scale"); under
+# that, to be safe, and for a pod of one CPU, which builds them in the service.
+DOCUMENTS_PER_SECOND = 10_000
 # A page of the scope should take about this long (its size adapts to it).
 OWING_PAGE_SECONDS = 0.35
 REMAINING_EVERY_SECONDS = 2.0  # counting what is left is a scan: this often at most
