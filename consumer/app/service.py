@@ -215,6 +215,10 @@ class Service:
                 on_attempt=parts.prometheus.attempt,
                 fresh=parts.prometheus.fresh,
                 dead_letter_doc=parts.dead_letters.document,
+                backlog=lambda: sum(
+                    max(0, end - parts.ingest.applied.get(tp, 0))
+                    for tp, end in source.highwaters().items()
+                ),
             ) as delivery:
                 self.delivery = delivery
                 report = parts.report
@@ -264,7 +268,7 @@ class Service:
                 name="commit",
             ),
             asyncio.create_task(self.role.run(source), name="role"),
-            asyncio.create_task(self.resync_control.log_progress(stopping), name="progress"),
+            asyncio.create_task(self.resync_control.run(stopping), name="resync"),
             asyncio.create_task(parts.replays.run(stopping), name="replays"),
         ]
         tasks = [flushing, *others]

@@ -129,8 +129,7 @@ def build(
         hold_imports=settings.api.acceptance == "completed",
         dead_letters=lambda: dead_letters.letters,
     )
-    report: Report | None = None
-    resync = Resync(store, obligations, sent=lambda: report.sent_so_far() if report else (0, 0))
+    resync = Resync(store, obligations)
     restorer = Restorer(kafka, mapping, store, ingest, resync, stop_requested=stop_requested)
     follower = Follower(
         ingest,

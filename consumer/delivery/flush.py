@@ -6,19 +6,33 @@ number of requests; ``min_window`` keeps a burst together. One flush at a
 time: two in flight could deliver versions of one document out of order.
 
 A flush takes the documents owed longest, page by page (up to
-``max_documents``), plans each page (:mod:`consumer.delivery.planner`) and sends it
-(:mod:`consumer.delivery.sender`): imports are packed near ``max_request_bytes``
-across pages, so a backlog of a million documents (a resync, a long outage)
-goes out in as few requests as its bytes need, with a page of documents in
-memory at a time. Every answered request is settled in the store at once, in
-one transaction (:meth:`Obligations.settle`). What is not settled stays owed:
-a crash anywhere sends it again, never loses it, and never sends again what
-was accepted.
+``max_documents``), plans and packs each page (:mod:`consumer.delivery.planner`,
+:mod:`consumer.delivery.packing`), in worker processes when there is more than
+a page (:mod:`consumer.delivery.workers`), and sends them
+(:mod:`consumer.delivery.sender`): imports are packed near
+``max_request_bytes`` across pages, so a backlog of a million documents (a
+resync, a long outage, a first sync) goes out in as few requests as its bytes
+need. What an import carries is staged in the store as it is packed; once the
+API accepted it, it is settled in pages (:mod:`consumer.state.settling`), all
+before the flush ends. What is not settled stays owed: a crash anywhere sends
+it again, never loses it, and never sends again what was accepted.
 
 Each document and delete the API accepts is reported to ``fresh`` with the
 source time of the oldest change it carried (``rfmcube_cdc_freshness_seconds``),
-by call; with ``completed`` acceptance, an import's documents are reported when
-its process completed (:mod:`consumer.delivery.processes`), not here.
+by call: a merge or a delete when it is answered, an import's documents as they
+are settled (seconds after its acceptance); with ``completed`` acceptance, an
+import's documents when its process completed (:mod:`consumer.delivery.processes`).
+
+Nothing holds the event loop for long: each page of planning, packing and
+settling is followed by a turn of the loop (health answers, the resync's
+progress, process checks and ingest get theirs).
+
+**Catching up.** While reading is far behind the topics (a first sync of a
+shop, a long outage's backlog), what is owed waits until an import's worth of
+it is (by the bytes documents have taken so far), or until reading is paused
+by ``store.max_owed_documents``, or ``CATCH_UP_HOLD_SECONDS`` passed: the
+snapshot's orders, items and customers arrive on different topics, and sent
+early, a document goes again with each record that touches it later.
 """
 
 from __future__ import annotations
@@ -27,15 +41,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from consumer.delivery.http.ratelimit import RateLimiter
-from consumer.delivery.planner import Plan, Planner
-from consumer.delivery.sender import DeadDoc, Outcome, Sender
+from consumer.delivery.packing import PackedPlan, pack
+from consumer.delivery.planner import Planner
+from consumer.delivery.sender import DeadDoc, Dispatch, Outcome, Sender
+from consumer.delivery.workers import PlanningPool
 from consumer.errors import NotActive
-from consumer.state.obligations import AcceptedImport, Obligations, Settlement
+from consumer.source.placement import available_cpus
+from consumer.state.obligations import Obligations, OwedDoc, OwedRow, Settlement, owed_doc
 from schemas.debezium import Position
 from schemas.entities import DocRef, Kind
 
@@ -46,6 +65,20 @@ log = logging.getLogger(__name__)
 DeadLetterDoc = Callable[[DocRef, Position | None, str, bytes], None]
 # Documents accepted through a call, by the source time (ms) of their oldest change.
 Fresh = Callable[[str, list[int]], None]
+
+# A page of settling should take about this long (pages adapt their size to it):
+# well below the second a process check or a resync's progress may wait, and large
+# enough that its commit, which rewrites every page of the tables it touched, is paid
+# for many rows (at 5,000 rows a page, settling took twice as long as at 30,000).
+PAGE_SECONDS = 0.45
+# Reading more than this many records behind the topics is catching up (see above).
+CATCH_UP_RECORDS = 20_000
+CATCH_UP_HOLD_SECONDS = 120.0
+DOCUMENT_BYTES_GUESS = 500  # before the first import says how large documents are
+OWING_STALLED_SECONDS = 1.0
+# Worker processes for a flush of this many owed documents or more: below it,
+# starting them (about a second, 85 MiB each) costs more than planning here.
+POOL_FROM_DOCUMENTS = 50_000
 
 
 @dataclass(slots=True)
@@ -59,6 +92,23 @@ class FlushStats:
     settled: int = 0  # obligations met, sent or not
     bytes_sent: int = 0  # of the documents accepted imports carried
     last_accepted_at: float | None = None
+
+
+class Pages:
+    """A page size that keeps each page near ``PAGE_SECONDS``, whatever a page of
+    this kind costs on this machine and this store."""
+
+    def __init__(self, start: int, least: int = 200, most: int = 50_000) -> None:
+        self.size = start
+        self._least, self._most = least, most
+
+    def took(self, seconds: float, done: int) -> None:
+        if done < self.size:
+            return  # a short page says nothing of a full one
+        if seconds > PAGE_SECONDS:
+            self.size = max(self._least, int(self.size * PAGE_SECONDS / seconds * 0.8))
+        elif seconds < PAGE_SECONDS / 2:
+            self.size = min(self._most, self.size * 3 // 2)
 
 
 class Flusher:
@@ -78,6 +128,11 @@ class Flusher:
         imports_accepted: Callable[[], None] = lambda: None,
         fresh: Fresh = lambda call, source_ms: None,
         clock: Callable[[], float] = time.time,
+        workers: int | None = None,
+        backlog: Callable[[], int] | None = None,
+        owed_bound: int | None = None,
+        settle_page: int | None = None,
+        workers_from: int = POOL_FROM_DOCUMENTS,
     ) -> None:
         self._obligations = obligations
         self._planner = planner
@@ -94,13 +149,40 @@ class Flusher:
         # The source times of this flush's deletes: their outcome names only the customer.
         self._delete_sources: dict[DocRef, int] = {}
         self._clock = clock
+        self._backlog = backlog  # records read behind the topics' ends
+        self._owed_bound = owed_bound  # store.max_owed_documents: reading pauses there
         self._lock = asyncio.Lock()
         self.dirty = asyncio.Event()
         self.settled = asyncio.Event()  # obligations were met: commits may be due
         self.stats = FlushStats()
+        # Rows settled per transaction: adapted to PAGE_SECONDS, or as given (tests).
+        self._settle_pages = (
+            Pages(5_000) if settle_page is None else Pages(settle_page, settle_page, settle_page)
+        )
+        self._pool = self._make_pool(workers)
+        self._workers_from = workers_from  # owed documents a flush needs to start them
+        self._owed_seen: tuple[float, int] = (float("-inf"), 0)  # (monotonic, count)
+        self._owing_seen: tuple[float, int] = (time.monotonic(), -1)  # (monotonic, owed)
+        self._settling: asyncio.Task[None] | None = None
+
+    def _make_pool(self, workers: int | None) -> PlanningPool | None:
+        """Workers read the store from other processes: a store on a file, and two
+        CPUs at least (on one, they would only compete with the service)."""
+        path = self._obligations.store.path
+        if workers is None:
+            workers = int(available_cpus()) if available_cpus() >= 1.5 else 0
+        if path is None or workers < 1:
+            return None
+        return PlanningPool(path, self._planner.spec, workers)
+
+    def close(self) -> None:
+        """Stop the workers (the service stops)."""
+        if self._pool is not None:
+            self._pool.close()
 
     async def run(self, stopping: asyncio.Event, may_send: Callable[[], bool]) -> None:
         """Flush whenever something is owed, the window is old enough and a slot is free."""
+        await self.settle_imports()  # what a crash left between two pages, first
         while not stopping.is_set():
             oldest = self._obligations.oldest_since()
             if oldest is None:
@@ -115,11 +197,34 @@ class Flusher:
             if not may_send():
                 await _first(None, stopping, timeout=0.5)
                 continue
+            if self._catching_up(oldest):
+                await _first(None, stopping, timeout=0.5)
+                continue
             self.dirty.clear()
             if not await self.flush_once():
                 # Only documents that must wait (an order for its customer, a delete
                 # for an import): look again on news, or in a while.
                 await _first(self.dirty, stopping, timeout=max(self._min_window, 1.0))
+
+    def _catching_up(self, oldest: float) -> bool:
+        """Whether what is owed should wait for more (see the module's docstring)."""
+        if self._backlog is None or self._backlog() < CATCH_UP_RECORDS:
+            return False
+        if self._clock() - oldest > CATCH_UP_HOLD_SECONDS:
+            return False
+        now = time.monotonic()
+        if now - self._owed_seen[0] >= 1.0:  # counting is a scan: once a second
+            self._owed_seen = (now, self._obligations.owed_count())
+        owed = self._owed_seen[1]
+        if self._owed_bound is not None and owed >= 0.9 * self._owed_bound:
+            return False  # reading pauses near the bound: waiting would wait for nothing
+        stats = self.stats
+        per_document = (
+            stats.bytes_sent / stats.documents_sent
+            if stats.documents_sent
+            else DOCUMENT_BYTES_GUESS
+        )
+        return owed * per_document < self._sender.max_request_bytes
 
     async def flush_once(self) -> bool:
         """One flush; False when nothing could go out or be settled."""
@@ -127,50 +232,134 @@ class Flusher:
             return await self._flush()
 
     async def _flush(self) -> bool:
-        """Owed documents in pages of ``chunk`` (the longest owed first), planned page
-        by page and sent through one :class:`Dispatch`: imports packed across pages.
-        Each answered request, and each page's documents that need none, are settled
-        at once. Returns whether anything was sent or settled."""
+        """Owed documents in pages of ``chunk`` (the longest owed first), planned and
+        packed page by page (in workers past the first page) and sent through one
+        :class:`Dispatch`: imports packed across pages. Each answered request is
+        settled at once, and each page's documents that need none. Returns whether
+        anything was sent or settled."""
         obligations = self._obligations
-        dispatch = self._sender.dispatch(self._settle_outcome)
+        dispatch = self._sender.dispatch(
+            self._settle_outcome, obligations, spool_directory=_directory(obligations)
+        )
         progressed = False
         after: tuple[float, int] | None = None
         until = obligations.last_seq()  # what changes meanwhile is the next flush's
         taken = 0
         self._delete_sources = {}
+        planned: deque[tuple[asyncio.Future[PackedPlan], list[OwedRow]]] = deque()
+        pool = self._pool
+        if pool is not None and not pool.started and not self._large(until):
+            pool = None
+        # Pages in the workers' hands: enough that they keep building while this loop
+        # settles a page or sends (a page's result is about a MB).
+        depth = 4 * pool.processes if pool is not None else 0
         try:
             while taken < self._max_documents:
-                owed = obligations.take(self._chunk, after, until)
+                owed = obligations.take_rows(self._chunk, after, until)
                 if not owed:
-                    break
+                    if not self._more_owed_soon(until):
+                        break
+                    # A resync's scope is still being owed: its next page, not a short
+                    # import now.
+                    if planned:
+                        progressed |= await self._send(dispatch, await self._planned(planned))
+                    else:
+                        await asyncio.sleep(0.05)
+                    continue
                 self._delete_sources.update(
-                    (d.ref, d.source_ms) for d in owed if d.deletes and d.source_ms is not None
+                    ((Kind(row[0]), row[1]), row[5])
+                    for row in owed
+                    if row[4] and row[5] is not None
                 )
-                after = (owed[-1].since, owed[-1].seq)
+                after = (owed[-1][3], owed[-1][2])
+                first = taken == 0
                 taken += len(owed)
-                plan = self._planner.plan(owed, self._clock())
-                self._hurry_imports(plan.hurry)
-                await dispatch.add(
-                    plan,
+                if pool is not None and not (first and len(owed) < self._chunk):
+                    planned.append((pool.pack(owed, self._clock()), owed))
+                    while len(planned) > depth:
+                        progressed |= await self._send(dispatch, await self._planned(planned))
+                else:
+                    while planned:
+                        progressed |= await self._send(dispatch, await self._planned(planned))
+                    packed = pack(self._planner.plan([owed_doc(r) for r in owed], self._clock()))
                     # A merge only when this page is all that is owed.
-                    merge=taken == len(owed) and len(owed) < self._chunk,
-                    in_pending_import=lambda refs: bool(obligations.imports_carrying(refs)),
-                )
-                progressed |= self._settle_plan(plan)
-                progressed |= bool(plan.deletes or plan.groups)
+                    merge = first and len(owed) < self._chunk
+                    progressed |= await self._send(dispatch, packed, merge=merge)
                 # Planning and packing never wait: without this, a backlog of a
                 # million documents holds the event loop for minutes (health probes,
                 # resync progress, process checks) until an import goes out.
                 await asyncio.sleep(0)
+            while planned:
+                progressed |= await self._send(dispatch, await self._planned(planned))
             await dispatch.finish()
         except NotActive:
             log.warning("no longer the active instance: what this flush did not send stays owed")
+        finally:
+            for future, _ in planned:
+                future.cancel()
+            dispatch.close()
+            # Every accepted import settled before another flush plans (its documents
+            # must be known as carried: a delete of one of them waits for it).
+            settling, self._settling = self._settling, None
+            if settling is not None:
+                await settling
+            await self.settle_imports()
+            obligations.drop_staged()
         return progressed
 
-    def _settle_plan(self, plan: Plan) -> bool:
+    def _large(self, until: int) -> bool:
+        """Whether this flush is worth starting the workers: a resync's scope being
+        owed, or that many documents owed (counted: a scan, once a flush)."""
+        scope = self._obligations.owing_scope()
+        if scope is not None and not scope.finished and scope.first_seq <= until:
+            return True
+        return self._obligations.owed_count() >= self._workers_from
+
+    def _more_owed_soon(self, until: int) -> bool:
+        """Whether a resync's scope reserved before this flush is still being owed, a
+        page at least each ``OWING_STALLED_SECONDS`` (none may come: the service
+        stops, and the flush that owes nothing more is its last)."""
+        scope = self._obligations.owing_scope()
+        if scope is None or scope.finished or scope.first_seq > until:
+            return False
+        now = time.monotonic()
+        if scope.owed != self._owing_seen[1]:
+            self._owing_seen = (now, scope.owed)
+        return now - self._owing_seen[0] < OWING_STALLED_SECONDS
+
+    async def _planned(
+        self, planned: deque[tuple[asyncio.Future[PackedPlan], list[OwedRow]]]
+    ) -> PackedPlan:
+        """The oldest page a worker plans; planned here if the workers broke (one was
+        killed): they are started again for the next pages."""
+        future, owed = planned.popleft()
+        try:
+            return await future
+        except BrokenProcessPool:
+            log.warning("a planning worker died: planning its page here, and starting workers")
+            if self._pool is not None:
+                self._pool.close()
+            return pack(self._planner.plan([owed_doc(r) for r in owed], self._clock()))
+
+    async def _send(self, dispatch: Dispatch, packed: PackedPlan, *, merge: bool = False) -> bool:
+        self._hurry_imports(packed.hurry)
+        await dispatch.add(
+            packed,
+            merge=merge,
+            in_pending_import=lambda refs: bool(self._obligations.imports_carrying(refs)),
+        )
+        return self._settle_plan(packed) | packed.sends
+
+    def _settle_soon(self) -> None:
+        """Settle accepted imports beside the next pages (the workers keep building
+        meanwhile, the next import is packed); in full before the flush ends."""
+        if self._settling is None or self._settling.done():
+            self._settling = asyncio.create_task(self.settle_imports(), name="settle")
+
+    def _settle_plan(self, plan: PackedPlan) -> bool:
         """What a page needs no request for: unchanged, parked, rejected documents."""
         rejected = [DeadDoc(d.ref, d, reason, b"") for d, reason in plan.rejected]
-        done = [*plan.done, *plan.parked, *(doc for doc, _ in plan.rejected)]
+        done: list[OwedDoc] = [*plan.done, *plan.parked, *(doc for doc, _ in plan.rejected)]
         if not done:
             return False
         positions = {d.ref: self._obligations.position_of(d.ref) for d in rejected}
@@ -192,54 +381,46 @@ class Flusher:
         return True
 
     def _settle_outcome(self, outcome: Outcome) -> None:
-        """One answered request: what it delivered leaves the store, in one transaction."""
+        """One answered request: merges and deletes leave the store in one transaction;
+        an import becomes pending at once, and is settled in pages next."""
         obligations = self._obligations
         positions = {d.ref: obligations.position_of(d.ref) for d in outcome.dead}
         obligations.settle(
-            Settlement(
-                done=outcome.done,
-                accepted=outcome.accepted,
-                deleted=outcome.deleted,
-                imports=[
-                    AcceptedImport(
-                        sent.process_id,
-                        sent.docs,
-                        self._hold_imports,
-                        {
-                            d.ref: d.source_ms
-                            for d in outcome.done
-                            if d.source_ms is not None and d.ref in sent.docs
-                        },
-                    )
-                    for sent in outcome.imports
-                    if sent.process_id is not None
-                ],
-            )
+            Settlement(done=outcome.done, accepted=outcome.accepted, deleted=outcome.deleted)
         )
+        stats = self.stats
+        for sent in outcome.imports:
+            obligations.accept_import(
+                sent.process_id, sent.staged, hold_commits=self._hold_imports, nbytes=sent.bytes
+            )
+            stats.documents_sent += sent.documents
+            stats.bytes_sent += sent.bytes
+            stats.settled += sent.documents
         self.settled.set()
         for dead in outcome.dead:
             self._dead_letter_doc(dead.ref, positions[dead.ref], dead.reason, dead.body)
-        stats = self.stats
         stats.flushes += 1
         stats.requests.update(outcome.requests)
-        stats.documents_sent += sum(1 for ref in outcome.accepted if ref[0] is not Kind.GUEST)
+        stats.documents_sent += len(outcome.accepted)
         stats.dead += len(outcome.dead)
         stats.settled += len(outcome.done)
-        stats.bytes_sent += outcome.bytes
-        if outcome.accepted or outcome.deleted:
+        if outcome.accepted or outcome.deleted or outcome.imports:
             stats.last_accepted_at = self._clock()
             self._observe_freshness(outcome)
         if outcome.imports:
+            self._settle_soon()
+        if any(sent.process_id is not None for sent in outcome.imports):
             self._imports_accepted()
 
     def _observe_freshness(self, outcome: Outcome) -> None:
-        """What the API accepted, by call, with the source time of its oldest change."""
+        """What a merge or a delete made Rfmcube hold, by call, with the source time
+        of its oldest change (an import's documents: as they are settled)."""
         if outcome.deleted:
             sources = [self._delete_sources.get(ref) for ref in outcome.deleted]
             self._fresh("delete_customer", [ms for ms in sources if ms is not None])
-        if outcome.imports and self._hold_imports:
-            return  # accepted when its process completes
-        call = "import" if outcome.imports else next(iter(outcome.requests), None)
+        if outcome.imports:
+            return
+        call = next(iter(outcome.requests), None)
         accepted = [
             d.source_ms
             for d in outcome.done
@@ -247,6 +428,27 @@ class Flusher:
         ]
         if call is not None and call != "delete_customer" and accepted:
             self._fresh(call, accepted)
+
+    async def settle_imports(self) -> None:
+        """Settle every accepted import's staged rows, a page at a time."""
+        obligations, pages = self._obligations, self._settle_pages
+        while True:
+            started = time.monotonic()
+            sources: list[int] = []
+            done = obligations.settle_page(pages.size, sources)
+            if not done:
+                return
+            pages.took(time.monotonic() - started, done)
+            self.settled.set()
+            if sources:
+                self._fresh("import", sources)
+            await asyncio.sleep(0)
+
+
+def _directory(obligations: Obligations) -> Path | None:
+    """Where an import's spool goes: beside the store, on its volume."""
+    path = obligations.store.path
+    return None if path is None else path.parent
 
 
 async def _first(event: asyncio.Event | None, stopping: asyncio.Event, timeout: float) -> None:

@@ -37,7 +37,7 @@ from consumer.state.view import StoreView
 from schemas.entities import CustomerIdentity, DocRef, Kind, MappedRow
 from schemas.rfmcube import customer_document, document_hash, order_document
 
-__all__ = ["CustomerGroup", "Delete", "Plan", "Planner", "Upsert"]
+__all__ = ["CustomerGroup", "Delete", "Plan", "Planner", "PlannerSpec", "Upsert"]
 
 
 @dataclass(slots=True)
@@ -101,6 +101,16 @@ class Plan:
         return sum(len(g.upserts) for g in self.groups)
 
 
+@dataclass(frozen=True, slots=True)
+class PlannerSpec:
+    """A planner's rules, to plan the same way elsewhere (a worker process:
+    :mod:`consumer.delivery.workers`)."""
+
+    mark_deleted: Callable[[MappedRow], MappedRow] | None
+    orphan_wait: float
+    anonymizer: Anonymizer | None
+
+
 class Planner:
     def __init__(
         self,
@@ -116,6 +126,10 @@ class Planner:
         self._mark_deleted = mark_deleted
         self._orphan_wait = orphan_wait
         self._anonymizer = anonymizer
+
+    @property
+    def spec(self) -> PlannerSpec:
+        return PlannerSpec(self._mark_deleted, self._orphan_wait, self._anonymizer)
 
     def plan(self, owed: list[OwedDoc], now: float) -> Plan:
         """``now`` is the wall clock, like ``OwedDoc.since``."""

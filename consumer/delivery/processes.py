@@ -15,6 +15,10 @@ slots are spare. Sending every import costs one check at least, so under
 sustained load the share makes imports fewer and larger rather than leaving
 checks behind. A delete that waits for an import makes that import's check
 due at once (:meth:`Obligations.hurry`).
+
+An import of 200 MB carries half a million documents: dropping them when it
+completed, or owing them again when it failed, goes a page at a time
+(:mod:`consumer.state.settling`), with a turn of the event loop between pages.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = ["ProcessChecker"]
 log = logging.getLogger(__name__)
 
 RUNNING = frozenset({"pending", "running"})
+PAGE = 20_000  # documents of an ended import dropped or owed again per transaction
 # A check due this long after the next slot frees still takes that slot: an
 # import's first check falls due just after the slot that follows the import.
 CHECK_LEAD_SECONDS = 0.25
@@ -127,28 +132,43 @@ class ProcessChecker:
         try:
             answer = await self._client.process(pid)
         except ApiRejected as exc:  # 404: Rfmcube does not know it (any more)
-            return self._failed(pid, f"unknown to the API ({exc.status})", "unknown")
+            return await self._failed(pid, f"unknown to the API ({exc.status})", "unknown")
         status = answer.get("status")
         if status == "completed":
-            self._on_completed(self._obligations.completed(pid))
+            self._obligations.completed(pid)
             self.outcomes["completed"] += 1
+            while True:
+                sources: list[int] = []
+                if not self._obligations.purge_page(PAGE, sources):
+                    break
+                if sources:
+                    self._on_completed(sources)
+                await asyncio.sleep(0)
             return "completed"
         if status == "failed":
-            return self._failed(pid, "failed", "failed")
+            return await self._failed(pid, "failed", "failed")
         if status in RUNNING:
             next_in = min(self._longest, self._first_check * 2 ** min(pending.checks, 16))
             self._obligations.still_running(pid, next_in)
             self.outcomes["running"] += 1
             return "running"
-        return self._failed(
+        return await self._failed(
             pid, f"in a state the API does not document ({status!r:.40})", "unknown"
         )
 
-    def _failed(self, pid: str, why: str, outcome: str) -> str:
-        refs = self._obligations.failed(pid)
-        log.warning(
-            "import process %s %s: its %d documents will be sent again", pid, why, len(refs)
-        )
+    async def _failed(self, pid: str, why: str, outcome: str) -> str:
+        # What it carried must all be known before it is owed again: the flush that
+        # sent it is still settling it (a large import, a page at a time).
+        while self._obligations.settling_import(pid):
+            await asyncio.sleep(0.1)
+        owed = 0
+        while True:
+            refs, gone = self._obligations.fail_page(pid, PAGE)
+            owed += len(refs)
+            if gone:
+                break
+            await asyncio.sleep(0)
+        log.warning("import process %s %s: its %d documents will be sent again", pid, why, owed)
         self.outcomes[outcome] += 1
         self._on_failed()
         return outcome

@@ -2,18 +2,21 @@
 
 A resync is carried out by the active instance, so that it shares the key's
 budget with the live stream and never needs the service stopped. It owes
-every customer and order in the scope (:meth:`Obligations.owe_everything`,
-forgetting what Rfmcube was thought to hold), and the flush sends them as it
-sends anything owed: whole customers with their orders and items, in
-``/import`` requests packed near ``max_request_bytes`` (pages of documents in
-memory, never the whole shop), each import's process checked until it
-completed. What is owed is durable: killed at any point, the service goes on
-where it stopped at its next start, and never sends again what an accepted
-import carried. At the end, the store's accepted hashes are what was sent, so
-the live stream carries on without sending it again.
+every customer and order in the scope (:mod:`consumer.state.owing`: the
+numbers reserved first, then page by page, forgetting what Rfmcube was thought
+to hold), and the flush sends them as it sends anything owed: whole customers
+with their orders and items, in ``/import`` requests packed near
+``max_request_bytes``, each import's process checked until it completed. What
+is owed is durable: killed at any point, the service goes on where it stopped
+at its next start (owing the rest of the scope first), and never sends again
+what an accepted import carried. At the end, the store's accepted hashes are
+what was sent, so the live stream carries on without sending it again.
 
-:class:`Resync` keeps its state in the store (``meta``); :func:`estimate`
-says what a resync would cost without sending anything (``--dry-run``).
+:class:`Resync` keeps its state in the store (``meta``), and what it reports
+(requests, bytes) from counters the store keeps, so that a restart changes
+none of it; :class:`ResyncControl` owes the scope a page at a time on the
+event loop. :func:`estimate` says what a resync would cost without sending
+anything (``--dry-run``).
 """
 
 from __future__ import annotations
@@ -31,8 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer.state.obligations import Obligations
-from consumer.state.store import StateStore, loads_fields
-from consumer.waiting import sleep_or_stop
+from consumer.state.store import IMPORT_BYTES, REQUESTS_SENT, StateStore, loads_fields
 from schemas.entities import Kind, MappedRow
 from schemas.rfmcube import customer_document, dumps, import_customer, order_document
 
@@ -41,9 +43,13 @@ __all__ = ["Estimate", "Resync", "ResyncControl", "ResyncState", "estimate", "pa
 log = logging.getLogger(__name__)
 
 _META = "resync"
-# Documents a resync builds, packs and settles a second (4,600 measured on a
-# 2-core VM, bench/README.md "Resync at scale"; a little under, to be safe).
-DOCUMENTS_PER_SECOND = 4_000
+# Documents a resync builds, packs and settles a second: 14,500 to 17,700 measured on
+# a 2-core VM with its planning workers (bench/README.md, "Resync at scale"); under
+# that, to be safe, and for a pod of one CPU, which builds them in the service.
+DOCUMENTS_PER_SECOND = 10_000
+# A page of the scope should take about this long (its size adapts to it).
+OWING_PAGE_SECONDS = 0.35
+REMAINING_EVERY_SECONDS = 2.0  # counting what is left is a scan: this often at most
 _DURATION = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -77,13 +83,17 @@ class ResyncState:
     state: str  # running, done
     since_ms: int | None
     started_at: float
-    documents: int
+    documents: int  # owed so far (all of the scope once ``owing`` is false)
     remaining: int
     first_seq: int
     last_seq: int
     requests: int = 0  # requests the service sent since the resync began
-    bytes_sent: int = 0
+    bytes_sent: int = 0  # bytes of the imports accepted since the resync began
     finished_at: float | None = None
+    owing: bool = False  # its scope is still being owed, a page at a time
+    stamp: float = 0.0  # when its scope was reserved (``since`` of its documents)
+    requests_at_start: int = 0  # the store's counters when it began
+    bytes_at_start: int = 0
 
     def as_json(self) -> dict[str, object]:
         return asdict(self)
@@ -97,67 +107,116 @@ class Resync:
         store: StateStore,
         obligations: Obligations,
         *,
-        sent: Callable[[], tuple[int, int]],
         clock: Callable[[], float] = time.time,
+        page: int | None = None,
     ) -> None:
         self._store = store
         self._obligations = obligations
-        self._sent = sent  # (requests, bytes) the service sent so far
         self._clock = clock
-        self._seen: tuple[int, int] | None = None
+        # Keys per page of the scope: adapted to OWING_PAGE_SECONDS, or as given (tests).
+        self._page = page or 5_000
+        self._page_fixed = page is not None
+        self._counted: tuple[float, int] = (float("-inf"), 0)  # (monotonic, remaining)
 
     def current(self) -> ResyncState | None:
-        """The last resync, brought up to date (done once nothing of it is owed and
-        every import is known to have completed)."""
+        """The last resync, brought up to date (done once its scope is owed, nothing of
+        it is owed any more and every import is known to have completed)."""
         raw = self._store.meta(_META)
         if raw is None:
             return None
         state = ResyncState(**json.loads(raw))
         if state.state != "running":
             return state
-        state.remaining = self._obligations.owed_between(state.first_seq, state.last_seq)
-        requests, sent_bytes = self._sent()
-        if self._seen is not None:  # what was sent since the last look (this process)
-            state.requests += requests - self._seen[0]
-            state.bytes_sent += sent_bytes - self._seen[1]
-        self._seen = (requests, sent_bytes)
-        if state.remaining == 0 and self._obligations.pending_imports() == 0:
+        obligations = self._obligations
+        scope = obligations.owing_scope()
+        if scope is not None and scope.first_seq == state.first_seq:
+            state.documents, state.owing = scope.owed, not scope.finished
+        else:
+            state.owing = False
+        state.requests = self._store.counter(REQUESTS_SENT) - state.requests_at_start
+        state.bytes_sent = self._store.counter(IMPORT_BYTES) - state.bytes_at_start
+        state.remaining = self._remaining(state)
+        if (
+            not state.owing
+            and state.remaining == 0
+            and obligations.pending_imports() == 0
+            and obligations.settling() == 0
+        ):
             state.state = "done"
             state.finished_at = self._clock()
         self._save(state)
         return state
 
-    def start(self, since_ms: int | None, *, forget: bool = True) -> tuple[ResyncState, bool]:
+    def _remaining(self, state: ResyncState) -> int:
+        """Of its documents, how many are still owed: counted every few seconds (a
+        scan of them), and 0 only once none is."""
+        obligations = self._obligations
+        now = time.monotonic()
+        if now - self._counted[0] >= REMAINING_EVERY_SECONDS or self._counted[1] == 0:
+            counted = obligations.owed_between(state.first_seq, state.last_seq, since=state.stamp)
+            self._counted = (now, counted)
+        return self._counted[1]
+
+    def start(
+        self, since_ms: int | None, *, forget: bool = True, owe_for: float | None = None
+    ) -> tuple[ResyncState, bool]:
         """Start a resync, or report the one running; True when this call started it.
         Without ``forget`` (a mapping change), only documents whose content differs
-        from what Rfmcube holds go out."""
+        from what Rfmcube holds go out. Its scope is owed for ``owe_for`` seconds here
+        (None: all of it), the rest by :meth:`owe_page`."""
         running = self.current()
         if running is not None and running.state == "running":
             return running, False
-        documents, first, last = self._obligations.owe_everything(since_ms=since_ms, forget=forget)
-        state = ResyncState(
-            id=uuid.uuid4().hex[:12],
-            state="running",
-            since_ms=since_ms,
-            started_at=self._clock(),
-            documents=documents,
-            remaining=documents,
-            first_seq=first,
-            last_seq=last,
-        )
-        self._seen = self._sent()
-        self._save(state)
-        return state, True
+        store = self._store
+        with store.transaction():
+            scope = self._obligations.begin_owing(since_ms=since_ms, forget=forget)
+            state = ResyncState(
+                id=uuid.uuid4().hex[:12],
+                state="running",
+                since_ms=since_ms,
+                started_at=self._clock(),
+                documents=0,
+                remaining=0,
+                first_seq=scope.first_seq,
+                last_seq=scope.last_seq,
+                owing=True,
+                stamp=scope.stamp,
+                requests_at_start=store.counter(REQUESTS_SENT),
+                bytes_at_start=store.counter(IMPORT_BYTES),
+            )
+            self._save(state)
+        deadline = None if owe_for is None else time.monotonic() + owe_for
+        while self.owe_page() and (deadline is None or time.monotonic() < deadline):
+            pass
+        return self.current() or state, True
+
+    def owe_page(self) -> bool:
+        """Owe one page of the scope being owed (about ``OWING_PAGE_SECONDS``); False
+        when none is being owed."""
+        started = time.monotonic()
+        scope = self._obligations.owe_page(self._page)
+        if scope is None:
+            return False
+        took = time.monotonic() - started
+        if self._page_fixed:
+            pass
+        elif took > OWING_PAGE_SECONDS:
+            self._page = max(200, int(self._page * OWING_PAGE_SECONDS / took * 0.8))
+        elif took < OWING_PAGE_SECONDS / 2:
+            self._page = min(50_000, self._page * 3 // 2)
+        return not scope.finished
 
     def _save(self, state: ResyncState) -> None:
         self._store.set_meta(_META, json.dumps(state.as_json()))
 
 
 class ResyncControl:
-    """A resync asked for on the service's port (``rfmcube-cdc resync``), and its
-    progress in the logs. Only the active instance starts one."""
+    """A resync asked for on the service's port (``rfmcube-cdc resync``), its scope
+    owed a page at a time, and its progress in the logs. Only the active instance
+    starts one."""
 
     PROGRESS_SECONDS = 10.0
+    OWE_FIRST_SECONDS = 0.3  # owed before answering: a small shop's whole scope
 
     def __init__(
         self,
@@ -171,6 +230,7 @@ class ResyncControl:
         self._may_start = may_start
         self._role = role
         self._wake_flush = wake_flush
+        self._wake = asyncio.Event()
 
     def start_resync(self, since_ms: int | None) -> tuple[int, dict[str, Any]]:
         if not self._may_start():
@@ -182,14 +242,15 @@ class ResyncControl:
                     " active instance (the one whose rfmcube_cdc_active is 1)",
                 }
             return 503, {"role": "starting", "message": "this instance is starting: try again"}
-        state, started = self._resync.start(since_ms)
+        state, started = self._resync.start(since_ms, owe_for=self.OWE_FIRST_SECONDS)
         if started:
             log.info(
-                "resync %s started: %d documents owed%s",
+                "resync %s started%s: owing its documents",
                 state.id,
-                state.documents,
                 "" if since_ms is None else f", changed since {since_ms} ms",
             )
+            self._owed(state)
+        self._wake.set()
         self._wake_flush()
         return 202, {**state.as_json(), "started": started}
 
@@ -199,28 +260,64 @@ class ResyncControl:
             return 404, {"message": "no resync was asked for"}
         return 200, state.as_json()
 
-    async def log_progress(self, stopping: asyncio.Event) -> None:
-        """Every 10 s while a resync runs, a progress line (JSON logs: one object)."""
+    def _owed(self, state: ResyncState) -> None:
+        if not state.owing:
+            log.info("resync %s: %d documents owed", state.id, state.documents)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Owe the scope of a resync a page at a time (one asked for, or left half
+        owed by a crash), each page followed by a turn of the event loop; every
+        10 s while a resync runs, a progress line (JSON logs: one object)."""
+        next_line = time.monotonic() + self.PROGRESS_SECONDS
+        owing = False
         while not stopping.is_set():
-            await sleep_or_stop(self.PROGRESS_SECONDS, stopping)
-            state = self._resync.current()
-            if state is None or (
-                state.finished_at is not None and state.finished_at < time.time() - 15
-            ):
+            more = self._resync.owe_page()
+            if more or owing:
+                self._wake_flush()
+            if owing and not more:  # its last page
+                state = self._resync.current()
+                if state is not None:
+                    self._owed(state)
+            owing = more
+            if time.monotonic() >= next_line:
+                next_line = time.monotonic() + self.PROGRESS_SECONDS
+                self._progress_line()
+            if more:
+                await asyncio.sleep(0)
                 continue
-            done = state.documents - state.remaining
-            elapsed = max(time.time() - state.started_at, 1e-3)
-            eta = state.remaining / (done / elapsed) if done else None
-            log.info(
-                "resync %s %s: %d of %d documents sent, %d bytes, %d requests%s",
-                state.id,
-                state.state,
-                done,
-                state.documents,
-                state.bytes_sent,
-                state.requests,
-                "" if eta is None or state.state == "done" else f", about {eta:.0f} s left",
-            )
+            self._wake.clear()
+            await first_of_wake(self._wake, stopping, min(1.0, next_line - time.monotonic()))
+
+    def _progress_line(self) -> None:
+        state = self._resync.current()
+        if state is None or (
+            state.finished_at is not None and state.finished_at < time.time() - 15
+        ):
+            return
+        done = state.documents - state.remaining
+        elapsed = max(time.time() - state.started_at, 1e-3)
+        eta = state.remaining / (done / elapsed) if done else None
+        log.info(
+            "resync %s %s: %d of %d documents sent, %d bytes, %d requests%s",
+            state.id,
+            state.state + (" (owing its documents)" if state.owing else ""),
+            done,
+            state.documents,
+            state.bytes_sent,
+            state.requests,
+            "" if eta is None or state.state == "done" else f", about {eta:.0f} s left",
+        )
+
+
+async def first_of_wake(event: asyncio.Event, stopping: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event`` or ``stopping``, at most ``timeout`` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stopping.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,7 @@ async def open_delivery(
     on_attempt: Callable[[Attempt], None],
     fresh: Fresh,
     dead_letter_doc: DeadLetterDoc,
+    backlog: Callable[[], int] | None = None,
 ) -> AsyncIterator[Delivery]:
     api = settings.api
     window = limiter.window
@@ -111,6 +112,8 @@ async def open_delivery(
             hurry_imports=lambda pids: checker.hurry(pids) if checker else None,
             imports_accepted=lambda: checker.wake.set() if checker else None,
             fresh=fresh,
+            backlog=backlog,
+            owed_bound=settings.store.max_owed_documents,
         )
         checker = ProcessChecker(
             obligations,
@@ -123,4 +126,7 @@ async def open_delivery(
                 fresh("import", source_ms) if api.acceptance == "completed" else None
             ),
         )
-        yield Delivery(client, flusher, checker, obligations, limiter)
+        try:
+            yield Delivery(client, flusher, checker, obligations, limiter)
+        finally:
+            flusher.close()  # its planning workers

@@ -29,11 +29,18 @@ Freshness (``rfmcube_cdc_freshness_seconds``): an owed document keeps the
 source time (Debezium's ts_ms) of the oldest change waiting on it
 (``owed.source_ms``), and of the oldest change of the last batch that touched
 it (``owed.latest_ms``), which is what still waits once a send settled the
-changes it saw. An accepted import keeps it per document (``import_docs``),
+changes it saw. An import keeps it per document (``import_staged``, then ``import_docs``),
 for ``completed`` acceptance and for a failed process, whose documents are
 owed again with it. What is owed without a change of its own (a resync, a
 mapping change, orders that follow their customer) has none, and is not
 observed.
+
+Big steps go in pages that each commit, so that none holds the event loop for
+long at any shop size and a crash between two pages loses nothing: owing a
+resync's scope (:mod:`consumer.state.owing`), and recording, settling,
+completing and failing an import (:mod:`consumer.state.settling`). Those
+modules hold methods of :class:`Obligations` and the schemas of their tables;
+this class stays their one owner.
 """
 
 from __future__ import annotations
@@ -42,17 +49,22 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from consumer.state.owing import OWING_SCHEMA, OwingPages, OwingScope
+from consumer.state.settling import SETTLING_SCHEMA, ImportPages, StagedRow
 from consumer.state.store import StateStore
 from schemas.debezium import PartitionId, Position
 from schemas.entities import CustomerIdentity, DocRef, Kind
 
 __all__ = [
-    "AcceptedImport",
     "BatchObligation",
     "Obligations",
     "OwedDoc",
+    "OwedRow",
+    "OwingScope",
     "PendingImport",
     "Settlement",
+    "StagedRow",
+    "owed_doc",
 ]
 
 _SCHEMA = """
@@ -89,6 +101,9 @@ CREATE INDEX IF NOT EXISTS import_marks_by_partition ON import_marks (topic, par
 """
 
 
+_KIND = {kind.value: kind for kind in Kind}  # Kind(value) costs a few µs
+
+
 @dataclass(slots=True)
 class BatchObligation:
     """What one batch of records makes owed for one document: its newest number,
@@ -112,6 +127,12 @@ class BatchObligation:
             span[1] = max(span[1], position.offset)
 
 
+OwedRow = tuple[str, str, int, float, tuple[tuple[int, str | None, str | None], ...], int | None]
+"""An owed document as a page of :meth:`Obligations.take_rows` holds it: its kind (the
+value) and key, its number, since when it is owed, the deletes that must precede it
+(number, id, email), in order, and the source time of its oldest change (ms)."""
+
+
 @dataclass(slots=True)
 class OwedDoc:
     """A document owed to the API, with the deletes that must precede it."""
@@ -127,24 +148,25 @@ class OwedDoc:
         return max((seq for seq, _ in self.deletes), default=0)
 
 
-@dataclass(slots=True)
-class AcceptedImport:
-    """An import the API accepted (it returned a processId)."""
-
-    process_id: str
-    docs: dict[DocRef, str | None]  # what it carried: document → hash (None: the container)
-    hold_commits: bool  # ``completed`` acceptance: its records wait for the process
-    sources: dict[DocRef, int] = field(default_factory=dict)  # document → source_ms
+def owed_doc(row: OwedRow) -> OwedDoc:
+    kind, key, seq, since, deletes, source_ms = row
+    return OwedDoc(
+        (_KIND[kind], key),
+        seq,
+        since,
+        [(d, CustomerIdentity(i, e)) for d, i, e in deletes],
+        source_ms,
+    )
 
 
 @dataclass(slots=True)
 class Settlement:
-    """The outcome of one flush, written in one transaction."""
+    """What merges, deletes and plans met, written in one transaction (imports are
+    settled in pages: :mod:`consumer.state.settling`)."""
 
     done: list[OwedDoc] = field(default_factory=list)  # obligations met (or given up)
     accepted: dict[DocRef, str] = field(default_factory=dict)  # hashes Rfmcube now holds
     deleted: dict[DocRef, CustomerIdentity] = field(default_factory=dict)  # deletes accepted
-    imports: list[AcceptedImport] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +177,10 @@ class PendingImport:
 
 
 def _refs(rows: Iterable[tuple[str, str]]) -> list[DocRef]:
-    return [(Kind(kind), key) for kind, key in rows]
+    return [(_KIND[kind], key) for kind, key in rows]
 
 
-class Obligations:
+class Obligations(OwingPages, ImportPages):
     """Reads and settles the obligations of one store."""
 
     def __init__(
@@ -171,7 +193,7 @@ class Obligations:
         self.store = store
         self.db = store.db
         if not store.read_only:
-            self.db.executescript(_SCHEMA)
+            self.db.executescript(_SCHEMA + OWING_SCHEMA + SETTLING_SCHEMA)
             self._migrate()
             self._add_freshness_columns()
         found = self.db.execute(
@@ -179,6 +201,11 @@ class Obligations:
             " UNION ALL SELECT max(seq) FROM owed_deletes)"
         ).fetchone()
         self._seq = int(found[0] or 0)
+        self._staged_n = 0
+        if not store.read_only:  # a reader (a planning worker) numbers and stages nothing
+            # A resync's reserved numbers too: what is not owed yet of it will be.
+            self._seq = max(self._seq, self.reserved_seq())
+            self._staged_n = self._last_staged()
         # An import's first check waits this long: most processes are done by
         # then, and a check that finds one running costs a second request.
         self._first_check = first_check
@@ -277,6 +304,13 @@ class Obligations:
         """Up to ``limit`` owed documents, the longest owed first; ``after`` the
         (since, seq) of the last one taken, for the next page; none newer than
         ``until_seq``."""
+        return [owed_doc(row) for row in self.take_rows(limit, after, until_seq)]
+
+    def take_rows(
+        self, limit: int, after: tuple[float, int] | None = None, until_seq: int | None = None
+    ) -> list[OwedRow]:
+        """:meth:`take` as plain tuples (:data:`OwedRow`): what a page for a worker
+        process needs, without an object per document."""
         since, seq = after if after is not None else (float("-inf"), -1)
         until = until_seq if until_seq is not None else self._seq
         rows = self.db.execute(
@@ -284,11 +318,8 @@ class Obligations:
             " WHERE (since, seq) > (?, ?) AND seq <= ? ORDER BY since, seq LIMIT ?",
             (since, seq, until, limit),
         ).fetchall()
-        docs = {
-            (Kind(kind), key): OwedDoc((Kind(kind), key), seq, since, source_ms=source_ms)
-            for kind, key, seq, since, source_ms in rows
-        }
-        customers = [key for kind, key in docs if kind in (Kind.CUSTOMER, Kind.GUEST)]
+        customers = [key for kind, key, _, _, _ in rows if kind in ("customer", "guest")]
+        deletes: dict[tuple[str, str], list[tuple[int, str | None, str | None]]] = {}
         if customers:
             found = self.store.chunked(
                 "SELECT seq, kind, key, id, email FROM owed_deletes"
@@ -296,11 +327,14 @@ class Obligations:
                 (),
                 customers,
             )
-            for seq, kind, key, who_id, email in found:
-                doc = docs.get((Kind(kind), key))
-                if doc is not None:
-                    doc.deletes.append((seq, CustomerIdentity(who_id, email)))
-        return list(docs.values())
+            for dseq, kind, key, who_id, email in found:
+                deletes.setdefault((kind, key), []).append((dseq, who_id, email))
+        if not deletes:
+            return [(kind, key, seq, since, (), ms) for kind, key, seq, since, ms in rows]
+        return [
+            (kind, key, seq, since, tuple(deletes.get((kind, key), ())), ms)
+            for kind, key, seq, since, ms in rows
+        ]
 
     def position_of(self, ref: DocRef) -> Position | None:
         """The latest record waiting on an owed document (for a dead letter's headers)."""
@@ -322,59 +356,29 @@ class Obligations:
 
     def owe_everything(self, *, since_ms: int | None, forget: bool) -> tuple[int, int, int]:
         """Owe every customer and order (changed since ``since_ms``, when given),
-        grouped by customer so that pages carry whole customers. With ``forget``,
-        Rfmcube is assumed not to hold them: their accepted hashes are dropped, so
-        each goes out whatever it held. Returns (documents, first seq, last seq)."""
-        now = self._clock()
-        first = self._seq + 1
-        changed = "(:since IS NULL OR changed_ms >= :since)"
-        scope = f"""
-            SELECT 'customer' AS kind, key, key AS owner FROM rows
-             WHERE kind = 'customer' AND deleted = 0 AND {changed}
-            UNION ALL
-            SELECT 'order', o.key, coalesce(o.parent, '@' || o.email) FROM rows o
-             WHERE o.kind = 'order' AND (:since IS NULL OR o.changed_ms >= :since
-                   OR EXISTS (SELECT 1 FROM rows i INDEXED BY rows_by_parent
-                              WHERE i.kind = 'item' AND i.parent = o.key
-                              AND i.changed_ms >= :since))
-        """
-        params = {"since": since_ms, "first": first, "now": now}
-        with self.store.transaction() as db:
-            # Keyed: forgetting what Rfmcube holds looks every accepted document up in it.
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS resync_scope"
-                " (kind TEXT, key TEXT, owner TEXT, PRIMARY KEY (kind, key)) WITHOUT ROWID"
-            )
-            db.execute("DELETE FROM resync_scope")
-            db.execute(f"INSERT INTO resync_scope {scope}", params)
-            count = int(db.execute("SELECT count(*) FROM resync_scope").fetchone()[0])
-            db.execute(
-                "INSERT INTO owed (kind, key, seq, since)"
-                " SELECT kind, key, :first - 1 + row_number() OVER (ORDER BY owner, kind, key),"
-                " :now FROM resync_scope WHERE true"
-                " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
-                params,
-            )
-            if forget:
-                db.execute(
-                    "DELETE FROM accepted WHERE EXISTS (SELECT 1 FROM resync_scope s"
-                    " WHERE s.kind = accepted.kind AND s.key = accepted.key)"
-                )
-                # The guest customers of those orders: Rfmcube may hold none any more.
-                db.execute(
-                    "DELETE FROM accepted WHERE kind = 'guest' AND key IN (SELECT substr(owner, 2)"
-                    " FROM resync_scope WHERE owner LIKE '@%')"
-                )
-            db.execute("DELETE FROM resync_scope")
-        self.advance_seq(first - 1 + count)
-        return count, first, first - 1 + count
+        grouped by customer so that pages carry whole customers, all at once (the
+        service owes a resync's scope page by page: :mod:`consumer.state.owing`).
+        With ``forget``, Rfmcube is assumed not to hold them: their accepted hashes
+        are dropped, so each goes out whatever it held. Returns (documents, first
+        seq, last seq)."""
+        self.begin_owing(since_ms=since_ms, forget=forget)
+        while (scope := self.owe_page(5000)) is not None and not scope.finished:
+            pass
+        found = self.owing_scope()
+        assert found is not None
+        return found.owed, found.first_seq, found.last_seq
 
-    def owed_between(self, first: int, last: int) -> int:
-        """Owed documents numbered from ``first`` to ``last`` (a resync's, still owed)."""
-        found = self.db.execute(
-            "SELECT count(*) FROM owed WHERE seq BETWEEN ? AND ?", (first, last)
-        ).fetchone()
-        return int(found[0])
+    def owed_between(self, first: int, last: int, *, since: float | None = None) -> int:
+        """Owed documents numbered from ``first`` to ``last`` (a resync's, still owed);
+        with ``since`` (when the scope was reserved), counted on the age index: a
+        resync's documents and the older backlog only, not the whole table."""
+        args: tuple[float, ...]
+        if since is None:
+            query, args = "SELECT count(*) FROM owed WHERE seq BETWEEN ? AND ?", (first, last)
+        else:
+            query = "SELECT count(*) FROM owed WHERE since <= ? AND seq BETWEEN ? AND ?"
+            args = (since, first, last)
+        return int(self.db.execute(query, args).fetchone()[0])
 
     def owe(self, refs: Iterable[DocRef]) -> int:
         """Owe these documents again (no record waits on them); returns how many."""
@@ -400,8 +404,6 @@ class Obligations:
                 )
             for ref, who in settlement.deleted.items():
                 self._forget_deleted(ref, who)
-            for accepted in settlement.imports:
-                self._record_import(accepted)
             done = settlement.done
             db.executemany(
                 "DELETE FROM owed_deletes WHERE kind = ? AND key = ? AND seq <= ?",
@@ -498,33 +500,6 @@ class Obligations:
         return floors
 
     # -- imports ---------------------------------------------------------------------
-
-    def _record_import(self, accepted: AcceptedImport) -> None:
-        now = self._clock()
-        db = self.db
-        pid = accepted.process_id
-        db.execute(
-            "INSERT OR REPLACE INTO imports (process_id, accepted_at, next_check, checks)"
-            " VALUES (?, ?, ?, 0)",
-            (pid, now, now + self._first_check),
-        )
-        sources = accepted.sources
-        db.executemany(
-            "INSERT OR REPLACE INTO import_docs (process_id, kind, key, hash, source_ms)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [
-                (pid, kind.value, key, h, sources.get((kind, key)))
-                for (kind, key), h in accepted.docs.items()
-            ],
-        )
-        db.executemany(
-            "INSERT INTO import_marks (process_id, topic, partition, first_offset, holds)"
-            " SELECT ?, topic, partition, min(first_offset), ? FROM owed_marks"
-            " WHERE kind = ? AND key = ? GROUP BY topic, partition"
-            " ON CONFLICT (process_id, topic, partition) DO UPDATE SET"
-            " first_offset = min(first_offset, excluded.first_offset)",
-            [(pid, int(accepted.hold_commits), kind.value, key) for kind, key in accepted.docs],
-        )
 
     def pending_imports(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM imports").fetchone()[0])
@@ -639,8 +614,10 @@ class Obligations:
             by_kind.setdefault(kind, []).append(key)
         carrying: dict[DocRef, set[str]] = {ref: set(foreign) for ref in refs} if foreign else {}
         for kind, keys in by_kind.items():
+            # Only pending imports: a completed one's documents may not be dropped yet.
             for key, pid in self.store.chunked(
-                "SELECT key, process_id FROM import_docs WHERE kind = ? AND key IN ({marks})",
+                "SELECT key, process_id FROM import_docs WHERE kind = ? AND key IN ({marks})"
+                " AND process_id IN (SELECT process_id FROM imports)",
                 (kind.value,),
                 keys,
             ):
@@ -662,59 +639,15 @@ class Obligations:
                 (self._clock() + next_in, process_id),
             )
 
-    def completed(self, process_id: str) -> list[int]:
-        """The process completed: the import leaves the store. Returns the source
-        times of the documents it carried (for ``completed`` acceptance's freshness)."""
-        with self.store.transaction() as db:
-            sources = [
-                int(ms)
-                for (ms,) in db.execute(
-                    "SELECT source_ms FROM import_docs"
-                    " WHERE process_id = ? AND source_ms IS NOT NULL",
-                    (process_id,),
-                )
-            ]
-            self._drop_import(process_id)
-        return sources
-
     def failed(self, process_id: str) -> list[DocRef]:
-        """The process failed (or is unknown): what it carried is owed again, and
-        the records it held back wait for that. Returns the documents."""
-        with self.store.transaction() as db:
-            carried = db.execute(
-                "SELECT kind, key, hash FROM import_docs WHERE process_id = ?", (process_id,)
-            ).fetchall()
-            # A guest's container is not owed on its own: its orders rebuild it.
-            refs = [r for r in _refs((k, key) for k, key, _ in carried) if r[0] is not Kind.GUEST]
-            # Rfmcube does not hold what the failed import carried, unless a later
-            # send replaced it (its hash differs then, and stays).
-            db.executemany(
-                "DELETE FROM accepted WHERE kind = ? AND key = ? AND hash = ?",
-                [(kind, key, h) for kind, key, h in carried if h is not None],
-            )
-            self.owe(refs)
-            # Owed again with the changes it carried: their delay runs on.
-            db.executemany(
-                "UPDATE owed SET source_ms = coalesce(min(source_ms, ?), ?)"
-                " WHERE kind = ? AND key = ?",
-                [
-                    (ms, ms, kind, key)
-                    for kind, key, ms in db.execute(
-                        "SELECT kind, key, source_ms FROM import_docs"
-                        " WHERE process_id = ? AND source_ms IS NOT NULL",
-                        (process_id,),
-                    ).fetchall()
-                ],
-            )
-            db.executemany(
-                "INSERT INTO owed_marks (kind, key, topic, partition, first_offset, last_offset)"
-                " SELECT ?, ?, topic, partition, first_offset, first_offset FROM import_marks"
-                " WHERE process_id = ? ON CONFLICT (kind, key, topic, partition) DO UPDATE SET"
-                " first_offset = min(first_offset, excluded.first_offset)",
-                [(kind.value, key, process_id) for kind, key in refs],
-            )
-            self._drop_import(process_id)
-        return refs
+        """The process failed (or is unknown): everything it carried owed again at once
+        (the service does it in pages: :meth:`fail_page`). Returns the documents."""
+        refs: list[DocRef] = []
+        while True:
+            page, gone = self.fail_page(process_id, 5000)
+            refs += page
+            if gone:
+                return refs
 
     def _drop_import(self, process_id: str) -> None:
         for table in ("imports", "import_docs", "import_marks"):

@@ -10,7 +10,9 @@ Embedded SQLite in WAL mode, one file, readable by its owner only. Tables:
   unchanged document sends nothing;
 - ``offsets``: per partition, the next offset the store has not applied;
 - ``sends``: when this store's requests went out (the key's budget at a restart);
-- ``meta``: the schema version and the mapping's fingerprint.
+- ``meta``: the schema version, the mapping's fingerprint, and counters kept
+  across restarts (requests sent, bytes of accepted imports: what a resync
+  reports).
 
 The obligations' tables (what is owed to the API) belong to
 :mod:`consumer.state.obligations`, their one owner. Rows, offsets and the
@@ -34,12 +36,26 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from schemas.entities import DocRef, Kind, MappedRow
 
 __all__ = ["StateStore", "StoredRow"]
 
 SCHEMA_VERSION = 2
 CHUNK = 400  # keys per IN (...) query: well below SQLite's parameter limit
+# The service's page cache: settling a 200 MB import and owing a resync touch most
+# pages of the accepted and owed tables; SQLite's 2 MiB default re-read them from
+# the file for every page of work (bench/README.md, "Resync at scale").
+CACHE_KIB = 65_536
+# A checkpoint every 10,000 WAL pages (40 MB) instead of 1,000: a resync writes
+# the same pages of the owed and accepted tables page after page of work, and each
+# checkpoint copies (and syncs) them into the database file again.
+WAL_AUTOCHECKPOINT = 10_000
+# Counters in meta (see :meth:`StateStore.counter`): requests sent, and the bytes of
+# the imports accepted (:mod:`consumer.state.settling` adds to it).
+REQUESTS_SENT = "requests_sent"
+IMPORT_BYTES = "import_bytes_accepted"
 # Reads by parent or email name their index (INDEXED BY): without statistics SQLite
 # takes ``kind = ?``, the primary key's first column, for selective, and would read
 # every item (or order, or customer) of the store for each chunk of keys.
@@ -70,9 +86,26 @@ class StoredRow:
     deleted: bool
 
 
-def loads_fields(blob: bytes) -> dict[str, Any]:
-    # Money must come back exact: never through float.
-    value: dict[str, Any] = json.loads(blob, parse_float=Decimal)
+# Built once: ``json.loads(blob, parse_float=Decimal)`` builds a decoder per call,
+# which cost a third of reading a row.
+_EXACT = json.JSONDecoder(parse_float=Decimal)
+# Numbers kept as the text they were written with, for bytes out and hashes only
+# (a worker building documents): orjson writes a Fragment as it is, without the
+# Python call a Decimal costs it, and the bytes are the same.
+_VERBATIM = json.JSONDecoder(parse_float=orjson.Fragment)
+
+
+def loads_fields(blob: bytes | str) -> dict[str, Any]:
+    """A row's fields; money comes back exact, never through float."""
+    value: dict[str, Any] = _EXACT.raw_decode(blob if isinstance(blob, str) else blob.decode())[0]
+    return value
+
+
+def loads_fields_verbatim(blob: bytes | str) -> dict[str, Any]:
+    """A row's fields with decimal numbers as :class:`orjson.Fragment` of their exact
+    text: for documents that are only serialized and hashed, never computed with."""
+    text = blob if isinstance(blob, str) else blob.decode()
+    value: dict[str, Any] = _VERBATIM.raw_decode(text)[0]
     return value
 
 
@@ -95,10 +128,14 @@ class StateStore:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
         self.db.executescript(_SCHEMA)
         self._migrate()
         self._in_transaction = False
         self.read_only = False
+        self.path = None if str(path) == ":memory:" else Path(path)
+        self._loads = loads_fields
 
     @property
     def instance_id(self) -> str:
@@ -111,9 +148,12 @@ class StateStore:
         return found
 
     def record_send(self, at: float, window: float) -> None:
-        """A request slot taken at ``at`` (wall clock); older than ``window`` is dropped."""
-        self.db.execute("DELETE FROM sends WHERE at < ?", (at - window,))
-        self.db.execute("INSERT INTO sends (at) VALUES (?)", (at,))
+        """A request slot taken at ``at`` (wall clock); older than ``window`` is dropped.
+        Counted too, for good (what a resync reports survives a restart)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM sends WHERE at < ?", (at - window,))
+            self.db.execute("INSERT INTO sends (at) VALUES (?)", (at,))
+            self.add_to_counter(REQUESTS_SENT, 1)
 
     def sends_since(self, since: float) -> list[float]:
         return [
@@ -121,14 +161,22 @@ class StateStore:
         ]
 
     @classmethod
-    def open_read_only(cls, path: str | Path) -> StateStore:
-        """The store of a running service, to read beside it (WAL lets readers in)."""
+    def open_read_only(
+        cls, path: str | Path, *, verbatim_numbers: bool = False, cache_kib: int = 8192
+    ) -> StateStore:
+        """The store of a running service, to read beside it (WAL lets readers in).
+        With ``verbatim_numbers``, rows' decimal numbers are read as the exact text
+        they were written with (:func:`loads_fields_verbatim`): for a process that
+        only builds documents from them."""
         if not Path(path).exists():
             raise FileNotFoundError(f"no store at {path}")
         store = cls.__new__(cls)
         store.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        store.db.execute(f"PRAGMA cache_size=-{cache_kib}")
         store._in_transaction = False
         store.read_only = True
+        store.path = Path(path)
+        store._loads = loads_fields_verbatim if verbatim_numbers else loads_fields
         return store
 
     def _migrate(self) -> None:
@@ -171,6 +219,19 @@ class StateStore:
             "INSERT INTO meta (name, value) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (name, value),
+        )
+
+    def counter(self, name: str) -> int:
+        """A count kept in meta across restarts (0 before the first)."""
+        found = self.meta(name)
+        return 0 if found is None else int(found)
+
+    def add_to_counter(self, name: str, amount: int) -> None:
+        """Adds to a counter, in the caller's transaction (so it counts what committed)."""
+        self.db.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name)"
+            " DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + ? AS TEXT)",
+            (name, str(amount), amount),
         )
 
     # -- offsets -----------------------------------------------------------------
@@ -224,7 +285,7 @@ class StateStore:
             )
             for key, parent, email, blob, deleted in found:
                 rows[(kind, key)] = StoredRow(
-                    MappedRow(kind, key, loads_fields(blob), parent, email), bool(deleted)
+                    MappedRow(kind, key, self._loads(blob), parent, email), bool(deleted)
                 )
         return rows
 
@@ -237,7 +298,7 @@ class StateStore:
             sorted(items),
         )
         for key, parent, email, blob in found:
-            items[parent].append(MappedRow(Kind.ITEM, key, loads_fields(blob), parent, email))
+            items[parent].append(MappedRow(Kind.ITEM, key, self._loads(blob), parent, email))
         return items
 
     def customers_by_email_many(self, emails: Iterable[str]) -> dict[str, MappedRow]:
@@ -249,7 +310,8 @@ class StateStore:
             sorted(set(emails)),
         )
         # Descending, so the lowest key wins.
-        return {e: MappedRow(Kind.CUSTOMER, k, loads_fields(f), p, e) for k, p, e, f in found}
+        loads = self._loads
+        return {e: MappedRow(Kind.CUSTOMER, k, loads(f), p, e) for k, p, e, f in found}
 
     def guest_orders_many(self, emails: Iterable[str]) -> dict[str, list[StoredRow]]:
         """Orders that name the email and no customer id, deleted ones included."""
@@ -261,7 +323,7 @@ class StateStore:
             sorted(orders),
         )
         for key, email, blob, deleted in found:
-            row = MappedRow(Kind.ORDER, key, loads_fields(blob), None, email)
+            row = MappedRow(Kind.ORDER, key, self._loads(blob), None, email)
             orders[email].append(StoredRow(row, bool(deleted)))
         return orders
 

@@ -9,10 +9,11 @@ import pytest
 
 from consumer.checkpoint import CommitMark, Committer
 from consumer.errors import RevokeInProgress, SourceError
-from consumer.state.obligations import AcceptedImport, BatchObligation, Obligations, Settlement
+from consumer.state.obligations import BatchObligation, Obligations
 from consumer.state.store import StateStore
 from schemas.debezium import PartitionId, Position
 from schemas.entities import Kind
+from testkit.accepted import accept_import
 
 T = ("shop.public.orders", 0)
 
@@ -82,10 +83,7 @@ def test_a_commit_says_which_imports_are_pending_and_the_floor_they_hold() -> No
     obligations, committer = _setup()
     _apply_up_to(obligations, 10)
     _owe(obligations, "o", 4)
-    owed = obligations.take(10)
-    obligations.settle(
-        Settlement(done=owed, imports=[AcceptedImport("p-1", {(Kind.ORDER, "o"): "h"}, False)])
-    )
+    accept_import(obligations, "p-1", [(doc, "h") for doc in obligations.take(10)])
     target = Target()
     asyncio.run(committer.commit(target))
     offset, mark = target.commits[0][T]  # type: ignore[misc]

@@ -17,7 +17,9 @@ sends the request and maps the answer onto the error tree of
 :meth:`RfmcubeClient.send` and :meth:`RfmcubeClient.process` retry ApiRetriable
 forever (full-jitter exponential backoff, Retry-After honoured) and raise the
 others. The API key travels only in the ``api-key`` header: never in a repr, a
-log line or an error message.
+log line or an error message. A body is bytes, or a :class:`StreamedBody` read a
+slice at a time each time it is sent (a 200 MB import, from its spool file:
+:mod:`consumer.delivery.spool`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -52,13 +54,25 @@ from consumer.errors import (
     NotActive,
 )
 
-__all__ = ["CALLS", "ApiSettings", "ApiStats", "Attempt", "RfmcubeClient"]
+__all__ = ["CALLS", "ApiSettings", "ApiStats", "Attempt", "RfmcubeClient", "StreamedBody"]
 
 log = logging.getLogger(__name__)
 
 CALLS: Final = frozenset({"import", "merge_customer", "merge_order", "delete_customer"})
 PROCESS_CALL: Final = "process"  # the name process polls go by in stats and hooks
 _MESSAGE_LIMIT = 500  # characters of an error body kept in an exception
+
+
+class StreamedBody(Protocol):
+    """A body too large to hold: its size, and its bytes a slice at a time (each call
+    reads it again from the start: a retry sends it whole again)."""
+
+    def __len__(self) -> int: ...
+
+    def slices(self, slice_bytes: int = ...) -> Iterator[bytes | memoryview]: ...
+
+
+Body = bytes | StreamedBody
 
 
 @dataclass(frozen=True)
@@ -146,7 +160,7 @@ class RfmcubeClient:
 
     # -- the calls ---------------------------------------------------------------
 
-    async def send(self, call: str, body: bytes) -> dict[str, Any]:
+    async def send(self, call: str, body: Body) -> dict[str, Any]:
         """POST ``body`` (JSON, already serialized) to ``{base_url}/{call}``; retried until
         accepted. Raises ApiFatal, ApiTooLarge or ApiRejected."""
         if call not in CALLS:
@@ -193,7 +207,7 @@ class RfmcubeClient:
     # -- one attempt -----------------------------------------------------------------
 
     async def _attempt(
-        self, method: str, call: str, url: str, body: bytes | None = None
+        self, method: str, call: str, url: str, body: Body | None = None
     ) -> dict[str, Any]:
         session = self._session
         if session is None:
@@ -206,7 +220,8 @@ class RfmcubeClient:
             self._on_slot()  # recorded before it goes: a restart must count it
         self.stats.requests[call] += 1
         headers = {"content-type": "application/json"} if body is not None else None
-        timeout = self.timeout_for(len(body or b""))
+        size = 0 if body is None else len(body)
+        timeout = self.timeout_for(size)
         started = time.monotonic()
         status: int | None = None
         try:
@@ -226,7 +241,7 @@ class RfmcubeClient:
         except aiohttp.ClientError as exc:
             raise ApiRetriable(f"{call}: {type(exc).__name__}: {exc}") from exc
         finally:
-            self._report(call, status, time.monotonic() - started, len(body or b""))
+            self._report(call, status, time.monotonic() - started, size)
         return self._interpret(call, status, payload, retry_after)
 
     def timeout_for(self, size: int) -> float:
@@ -306,17 +321,25 @@ class SlicedBody(aiohttp.payload.Payload):
     Handed whole, what the socket does not take at once is copied by asyncio's
     transport (twice, on Python 3.11), and ``io.BytesIO`` copies it when aiohttp
     measures it: a 200 MB import cost 200 to 400 MB more. Slices of a memoryview
-    copy nothing; the size is known, so the request has its Content-Length."""
+    copy nothing, and a :class:`StreamedBody` is read a slice at a time; the size
+    is known, so the request has its Content-Length."""
 
     SLICE = 1 << 20
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: Body) -> None:
         super().__init__(body, content_type="application/json")
         self._body = body
-        self._size = len(body)
+        self._size = self._length = len(body)
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return self._body.decode(encoding, errors)
+        return b"".join(self._slices()).decode(encoding, errors)
+
+    def _slices(self) -> Iterator[bytes | memoryview]:
+        body = self._body
+        if isinstance(body, bytes):
+            view = memoryview(body)
+            return (view[start : start + self.SLICE] for start in range(0, len(view), self.SLICE))
+        return body.slices(self.SLICE)
 
     async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
         await self.write_with_length(writer, None)
@@ -324,9 +347,13 @@ class SlicedBody(aiohttp.payload.Payload):
     async def write_with_length(
         self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None
     ) -> None:
-        view = memoryview(self._body)[:content_length]
-        for start in range(0, len(view), self.SLICE):
-            await writer.write(view[start : start + self.SLICE])
+        left = self._length if content_length is None else content_length
+        for piece in self._slices():
+            if left <= 0:
+                break
+            piece = piece[:left]
+            left -= len(piece)
+            await writer.write(piece)
 
 
 def _json_object(call: str, status: int, payload: bytes) -> dict[str, Any]:

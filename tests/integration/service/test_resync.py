@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import socket
 import time
 from datetime import UTC, timedelta
@@ -96,6 +97,14 @@ def test_a_resync_killed_twice_completes_and_never_sends_an_accepted_import_agai
     assert service.stop() == 0
     imports = _accepted_imports(pipeline, started)
     assert len(imports) >= 6
+    # What it reports survived the kills: every request and accepted byte since it began.
+    said = re.search(r"done: (\d+) documents, (\d+) requests, (\d+) bytes", output)
+    assert said is not None, output
+    _, requests, sent_bytes = map(int, said.groups())
+    assert requests >= len(imports)
+    # The customers' bytes, their requests' envelopes apart: of all its imports at
+    # least as much as of its last two.
+    assert sent_bytes >= 0.9 * sum(r["bytes"] for r in imports[-2:])
     # An import the service never heard answered (the kill came first) is sent
     # again; one it was answered is never sent again.
     answered = [

@@ -209,6 +209,11 @@ def test_probes_use_the_health_server(
         "livenessProbe": ("/healthz", "http"),
         "readinessProbe": ("/readyz", "http"),
     }
+    # Ordinary liveness values (Kubernetes' defaults): /healthz answers within a second
+    # whatever the service does, so no shop size needs a tolerant probe (issue 20).
+    liveness = main["livenessProbe"]
+    assert liveness.get("timeoutSeconds", 1) <= 1
+    assert liveness.get("periodSeconds", 10) * liveness.get("failureThreshold", 3) <= 30
 
 
 def test_kubernetes_waits_longer_than_the_service_takes_to_stop(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from consumer.state.obligations import AcceptedImport, BatchObligation, Obligations, Settlement
+from consumer.state.obligations import BatchObligation, Obligations
 from consumer.state.store import StateStore
 from schemas.debezium import Position
 from schemas.entities import Kind
+from testkit.accepted import accept_import
 
 T = "shop.public.orders"
 
@@ -52,12 +53,7 @@ def test_adopted_imports_carry_what_their_records_touched_settling_what_did_not_
 def test_an_import_known_here_is_not_adopted_again() -> None:
     obligations = Obligations(StateStore(":memory:"))
     _owe(obligations, "mine", 12)
-    obligations.settle(
-        Settlement(
-            done=obligations.take(10),
-            imports=[AcceptedImport("p-1", {(Kind.ORDER, "mine"): "h"}, hold_commits=False)],
-        )
-    )
+    accept_import(obligations, "p-1", [(doc, "h") for doc in obligations.take(10)])
     assert obligations.adopt_imports(["p-1"], {(T, 0): 10}, {(T, 0): 20}) == ([], 0)
 
 

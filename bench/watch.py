@@ -1,0 +1,149 @@
+"""Watching a running service from outside, for the benches of large runs.
+
+- :class:`HealthProbe` asks ``/healthz`` on a thread of its own, as a liveness
+  probe with a one-second timeout would (more often, so that a stall shows):
+  the slowest answer and when the slow ones came.
+- :class:`ProcessTree` samples the service and its child processes (its Kafka
+  consumer, its planning workers) from ``/proc`` twice a second: each one's
+  CPU and peak RSS (``VmHWM``) as last seen, so that children that end before
+  the service still count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.pipeline import cpu_seconds, status_kib
+from testkit.workbench import descendants
+
+__all__ = ["HealthProbe", "ProcessTree", "Seen"]
+
+
+class HealthProbe:
+    """GET /healthz every ``every`` seconds: the slowest answer, and the slow ones."""
+
+    def __init__(self, port: int, every: float = 0.2) -> None:
+        self._url = f"http://127.0.0.1:{port}/healthz"
+        self._every = every
+        self._stop = threading.Event()
+        self.slowest = 0.0
+        self.answers = 0
+        self.slow: list[tuple[float, float]] = []  # (wall clock, seconds) of answers > 0.5 s
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        answered = False  # failures count once the server answered (a service starting)
+        while not self._stop.wait(self._every):
+            started = time.monotonic()
+            try:
+                with opener.open(self._url, timeout=60) as answer:
+                    answer.read()
+                    ok = answer.status == 200
+            except OSError:
+                ok = False
+            if not ok and not answered:
+                continue
+            answered = True
+            if not ok:
+                self.failures += 1
+            took = time.monotonic() - started
+            self.answers += 1
+            self.slowest = max(self.slowest, took)
+            if took > 0.5:
+                self.slow.append((time.time() - took, took))
+
+
+@dataclass
+class Seen:
+    """One process as last sampled."""
+
+    name: str
+    cpu: float = 0.0
+    hwm_kib: int = 0
+
+
+class ProcessTree:
+    """The service's process and its descendants, sampled while it runs."""
+
+    def __init__(self, pid: int, every: float = 0.5) -> None:
+        self._pid = pid
+        self._every = every
+        self._stop = threading.Event()
+        self.seen: dict[int, Seen] = {}
+        self._cpu_at_start: dict[int, float] = {}
+        self._consumer_seen = False  # the service's first spawned child: its Kafka consumer
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ProcessTree:
+        self._sample()
+        self._cpu_at_start = {pid: seen.cpu for pid, seen in self.seen.items()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._sample()
+
+    def _sample(self) -> None:
+        for pid in [self._pid, *descendants(self._pid)]:
+            with contextlib.suppress(OSError, StopIteration, ValueError):
+                seen = self.seen.get(pid)
+                if seen is None:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                    name = "service" if pid == self._pid else _role(command.decode())
+                    if name == "child" and not self._consumer_seen:
+                        name, self._consumer_seen = "Kafka consumer process", True
+                    elif name == "child":
+                        name = "planning worker"
+                    seen = self.seen[pid] = Seen(name)
+                seen.cpu = cpu_seconds(pid)
+                seen.hwm_kib = status_kib(pid, "VmHWM")
+
+    def cpu(self, pid: int) -> float:
+        """CPU seconds since the tree was first sampled."""
+        return self.seen[pid].cpu - self._cpu_at_start.get(pid, 0.0)
+
+    def lines(self) -> list[str]:
+        """One line per process: its role, CPU during the run, peak RSS."""
+        return [
+            f"{seen.name} (pid {pid}): CPU {self.cpu(pid):.1f} s, peak RSS"
+            f" {seen.hwm_kib / 1024:.0f} MiB"
+            for pid, seen in self.seen.items()
+        ]
+
+    @property
+    def service_hwm_kib(self) -> int:
+        return self.seen[self._pid].hwm_kib
+
+    def children_hwm_kib(self) -> int:
+        return sum(s.hwm_kib for pid, s in self.seen.items() if pid != self._pid)
+
+
+def _role(command: str) -> str:
+    if "resource_tracker" in command:
+        return "resource tracker"
+    if "spawn_main" in command:
+        # The service spawns its consumer's process at start-up, its planning workers
+        # for the first large flush.
+        return "child"
+    return command[:60]
