@@ -280,6 +280,12 @@ def test_an_instance_that_sent_and_died_before_committing_is_known_to_the_next(
     until(lambda: len(pipeline.api.requests()) > sent, 60, "the second's first request")
     second.kill()
     first = _start(pipeline, "a", pacing=budget)
+    until(lambda: "active for 9 partitions" in first.log(), 30, "the first active again", first.log)
+    # Sent within the window of the second's requests: the first must count them.
+    for customer in ids:
+        mark = len(shop.records)
+        shop.edit_profile(customer)
+        pipeline.write_shop(shop, mark)
     _all_committed(pipeline, timeout=90)
     pipeline.wait_equal(shop, timeout=60)
     _stop_all([first])
