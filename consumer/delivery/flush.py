@@ -47,13 +47,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from consumer.cpus import available_cpus
 from consumer.delivery.http.ratelimit import RateLimiter
 from consumer.delivery.packing import PackedPlan, pack
 from consumer.delivery.planner import Planner
 from consumer.delivery.sender import DeadDoc, Dispatch, Outcome, Sender
 from consumer.delivery.workers import PlanningPool
 from consumer.errors import NotActive
-from consumer.source.placement import available_cpus
 from consumer.state.obligations import Obligations, OwedDoc, OwedRow, Settlement, owed_doc
 from schemas.debezium import Position
 from schemas.entities import DocRef, Kind

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from consumer.source.placement import available_cpus, cgroup_quota
+from consumer.cpus import available_cpus, cgroup_quota
 
 
 def test_a_v2_quota_is_read_as_cpus(tmp_path: Path) -> None:
