@@ -54,13 +54,14 @@ docs: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m testkit.demo
 
-# Benchmarks (see bench/README.md): about 25 minutes; they start the broker.
+# Benchmarks (see bench/README.md): about 30 minutes; they start the broker.
 bench: $(STAMP)
 	$(PY) -m bench.decode
 	$(PY) -m bench.pipeline throughput
 	$(PY) -m bench.pipeline steady
 	$(PY) -m bench.outage
 	$(PY) -m bench.resync
+	$(PY) -m bench.firstsync
 
 kafka-start:
 	scripts/kafka start
