@@ -152,6 +152,7 @@ class Dispatch:
         self._size = 0
         self._head, self._tail = import_envelope(trigger_integrations=self._trigger)
         self._budget = sender._max_bytes - len(self._head) - len(self._tail) - 16
+        self.full_imports = 0  # imports sent because the next customer would not fit
 
     @property
     def packed(self) -> int:
@@ -179,6 +180,7 @@ class Dispatch:
         staged = self._staging.stage_many([draft.carried for draft in plan.drafts])
         for draft, rows in zip(plan.drafts, staged, strict=True):
             if self._parts and self._size + len(draft.body) + 1 > self._budget:
+                self.full_imports += 1
                 await self._send_packed()
             self._pack(draft, rows)
 
@@ -200,8 +202,10 @@ class Dispatch:
         self._parts.append(part)
         self._size += size + 1
 
-    async def finish(self) -> None:
-        if self._parts:
+    async def finish(self, *, send_rest: bool = True) -> None:
+        """The last import goes out (unless not ``send_rest``: what it packed stays
+        owed), and every request is answered."""
+        if self._parts and send_rest:
             await self._send_packed()
         await self._sent()
 

@@ -73,3 +73,75 @@ async def test_reading_far_behind_waits_for_an_imports_worth_then_sends_it() -> 
     assert len(api.imports) == 2
     stopping.set()
     await running
+
+
+class SizedApi(Api):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []  # bytes per import
+        self.orders: list[str] = []  # every order sent, in order
+
+    async def send(self, call: str, body: Any) -> dict[str, Any]:
+        raw = body if isinstance(body, bytes) else body.read_all()
+        self.sizes.append(len(raw))
+        self.orders += [o["id"] for c in orjson.loads(raw)["customers"] for o in c["orders"]]
+        return await super().send(call, raw)
+
+
+async def test_far_behind_a_flush_ends_with_its_first_full_import_not_a_small_tail() -> None:
+    """What a flush packed after its first full import stays owed for the next one,
+    which waits for an import's worth again: while reading is far behind and owes
+    more meanwhile, no small import goes out between full ones."""
+    store = build_store_shop(":memory:", customers=200)
+    obligations = Obligations(store)
+    api = SizedApi()
+    backlog = [1_000_000]
+    limit = 20_000
+    flusher = Flusher(
+        obligations,
+        Planner(store, obligations, mark_deleted=MAPPING.mark_deleted, orphan_wait=30.0),
+        Sender(api, max_request_bytes=limit),
+        RateLimiter(100_000, 60),
+        min_window=0.0,
+        max_documents=1_000_000,
+        hold_imports=False,
+        dead_letter_doc=lambda *_: None,
+        hurry_imports=lambda _: None,
+        backlog=lambda: backlog[0],
+        owed_bound=1_000_000,
+    )
+    rows = store.db.execute(
+        "SELECT kind, key, coalesce(parent, key) FROM rows"
+        " WHERE kind IN ('customer', 'order') AND deleted = 0 AND parent IS NOT '' "
+    ).fetchall()
+    waves = [
+        [(Kind(kind), key) for kind, key, owner in rows if int(owner) % 3 == wave]
+        for wave in range(3)
+    ]
+    parked = {
+        key
+        for (key,) in store.db.execute(
+            "SELECT o.key FROM rows o JOIN rows c ON c.kind = 'customer' AND c.key = o.parent"
+            " WHERE o.kind = 'order' AND c.deleted = 1"
+        )
+    }
+    stopping = asyncio.Event()
+    running = asyncio.create_task(flusher.run(stopping, lambda: True))
+    for wave in waves:  # reading goes on, far behind: each wave is 2 to 3 imports' worth
+        obligations.owe(wave)
+        flusher.dirty.set()
+        await asyncio.sleep(1.5)
+    behind = list(api.sizes)
+    assert len(behind) >= 5, f"several imports' worth owed: {behind}"
+    assert all(size >= 0.8 * limit for size in behind[:-1]), f"a small import: {behind}"
+    backlog[0] = 0  # caught up: the rest goes at once
+    flusher.dirty.set()
+    await asyncio.sleep(1.5)
+    stopping.set()
+    await running
+    assert obligations.owed_count() == 0
+    assert len(api.orders) == len(set(api.orders)), "an order went twice"
+    # Every order but those of the deleted customer (they wait for it: parked).
+    assert set(api.orders) == {
+        key for wave in waves for kind, key in wave if kind is Kind.ORDER and key not in parked
+    }
