@@ -1,8 +1,7 @@
 """Watching a running service from outside, for the benches of large runs.
 
-- :class:`HealthProbe` asks ``/healthz`` on a thread of its own, as a liveness
-  probe with a one-second timeout would (more often, so that a stall shows):
-  the slowest answer and when the slow ones came.
+- :class:`~testkit.probe.HealthProbe` asks ``/healthz`` on a thread of its own
+  (shared with the tests).
 - :class:`ProcessTree` samples the service and its child processes (its Kafka
   consumer, its planning workers) from ``/proc`` twice a second: each one's
   CPU and peak RSS (``VmHWM``) as last seen, so that children that end before
@@ -13,59 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.pipeline import cpu_seconds, status_kib
+from testkit.probe import HealthProbe
 from testkit.workbench import descendants
 
 __all__ = ["HealthProbe", "ProcessTree", "Seen"]
-
-
-class HealthProbe:
-    """GET /healthz every ``every`` seconds: the slowest answer, and the slow ones."""
-
-    def __init__(self, port: int, every: float = 0.2) -> None:
-        self._url = f"http://127.0.0.1:{port}/healthz"
-        self._every = every
-        self._stop = threading.Event()
-        self.slowest = 0.0
-        self.answers = 0
-        self.slow: list[tuple[float, float]] = []  # (wall clock, seconds) of answers > 0.5 s
-        self.failures = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> HealthProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        answered = False  # failures count once the server answered (a service starting)
-        while not self._stop.wait(self._every):
-            started = time.monotonic()
-            try:
-                with opener.open(self._url, timeout=60) as answer:
-                    answer.read()
-                    ok = answer.status == 200
-            except OSError:
-                ok = False
-            if not ok and not answered:
-                continue
-            answered = True
-            if not ok:
-                self.failures += 1
-            took = time.monotonic() - started
-            self.answers += 1
-            self.slowest = max(self.slowest, took)
-            if took > 0.5:
-                self.slow.append((time.time() - took, took))
 
 
 @dataclass

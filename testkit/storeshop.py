@@ -8,7 +8,6 @@ service had sent the shop before Rfmcube lost it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import count
 from pathlib import Path
@@ -19,16 +18,11 @@ from consumer.state.batch import open_batch
 from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
 from schemas.debezium import ChangeEvent, Op, Position
+from testkit.builders import T0, TOPIC
 
 __all__ = ["MAPPING", "TOPIC", "build_store_shop", "row"]
 
 MAPPING = Mapping.load(None)
-T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-TOPIC = {
-    "customer": "shop.public.customers",
-    "order": "shop.public.orders",
-    "item": "shop.public.order_items",
-}
 
 
 def row(kind: str, rid: int, **fields: Any) -> dict[str, Any]:
