@@ -97,13 +97,19 @@ def _no_use_without_url(value: Any, info: ValidationInfo) -> None:
         )
 
 
-def _in_clear(info: ValidationInfo) -> bool:
+def _refuse_in_clear(info: ValidationInfo) -> None:
+    """Credentials for a registry reached over plain http:// are refused."""
     url = info.data.get("url")
-    return (
+    if (
         isinstance(url, str)
         and url.startswith("http://")
         and not info.data.get("allow_insecure_http")
-    )
+    ):
+        raise PydanticCustomError(
+            "insecure_url",
+            "would be sent in clear over http://: use https://, or set"
+            " kafka.schema_registry.allow_insecure_http: true",
+        )
 
 
 class SchemaRegistryConfig(_Section):
@@ -193,12 +199,7 @@ class SchemaRegistryConfig(_Section):
         _no_use_without_url(value, info)
         if user is None and "username" in info.data:
             raise PydanticCustomError("registry_password", "needs kafka.schema_registry.username")
-        if _in_clear(info):
-            raise PydanticCustomError(
-                "insecure_url",
-                "would be sent in clear over http://: use https://, or set"
-                " kafka.schema_registry.allow_insecure_http: true",
-            )
+        _refuse_in_clear(info)
         return value
 
     @field_validator("bearer_token")
@@ -211,12 +212,7 @@ class SchemaRegistryConfig(_Section):
             raise PydanticCustomError(
                 "registry_auth", "and username/password both set: use one or the other"
             )
-        if _in_clear(info):
-            raise PydanticCustomError(
-                "insecure_url",
-                "would be sent in clear over http://: use https://, or set"
-                " kafka.schema_registry.allow_insecure_http: true",
-            )
+        _refuse_in_clear(info)
         return value
 
     @field_validator("ca_file")

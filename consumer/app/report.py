@@ -102,10 +102,3 @@ class Report:
             "process_checks": self.checker.checks if self.checker else 0,
             "commits": self._committer.commits,
         }
-
-    def sent_so_far(self) -> tuple[int, int]:
-        """Requests and bytes sent by this process (a resync's progress)."""
-        if self.flusher is None:
-            return 0, 0
-        stats = self.flusher.stats
-        return sum(stats.requests.values()), stats.bytes_sent

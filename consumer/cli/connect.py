@@ -26,8 +26,9 @@ from typing import IO
 
 from consumer.changes.mapping import Mapping
 from consumer.config import Settings
-from consumer.delivery.http.client import ApiSettings, RfmcubeClient
+from consumer.delivery.http.client import RfmcubeClient
 from consumer.delivery.http.ratelimit import RateLimiter
+from consumer.delivery.stack import api_settings
 from consumer.errors import (
     EXIT_API_REFUSED,
     EXIT_DEAD_LETTERS,
@@ -249,12 +250,7 @@ async def _probe(settings: Settings, status: Callable[[int | None], None]) -> No
     api = settings.api
     limiter = RateLimiter(1, settings.pacing.window_seconds)
     async with RfmcubeClient(
-        ApiSettings(
-            base_url=api.base_url,
-            api_key=settings.api_key,
-            timeout=api.timeout_seconds,
-            max_retry_after=api.max_retry_after_seconds,
-        ),
+        api_settings(settings),
         limiter,
         on_attempt=lambda attempt: status(attempt.status),
     ) as client:

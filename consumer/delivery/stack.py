@@ -22,7 +22,7 @@ from consumer.errors import ApiFatal, NotActive
 from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
 
-__all__ = ["Delivery", "open_delivery"]
+__all__ = ["Delivery", "api_settings", "open_delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,18 @@ class Delivery:
             log.warning("final flush stopped: %s", exc)
 
 
+def api_settings(settings: Settings) -> ApiSettings:
+    """What the API client needs of the settings (the service's, and check-config's probe)."""
+    api = settings.api
+    return ApiSettings(
+        base_url=api.base_url,
+        api_key=settings.api_key,
+        timeout=api.timeout_seconds,
+        upload_bytes_per_second=api.upload_bytes_per_second,
+        max_retry_after=api.max_retry_after_seconds,
+    )
+
+
 @asynccontextmanager
 async def open_delivery(
     settings: Settings,
@@ -82,13 +94,7 @@ async def open_delivery(
     api = settings.api
     window = limiter.window
     async with RfmcubeClient(
-        ApiSettings(
-            base_url=api.base_url,
-            api_key=settings.api_key,
-            timeout=api.timeout_seconds,
-            upload_bytes_per_second=api.upload_bytes_per_second,
-            max_retry_after=api.max_retry_after_seconds,
-        ),
+        api_settings(settings),
         limiter,
         may_send=may_send,
         # Every slot taken is kept: a restart knows what the key's window holds.

@@ -176,10 +176,6 @@ class PendingImport:
     checks: int
 
 
-def _refs(rows: Iterable[tuple[str, str]]) -> list[DocRef]:
-    return [(_KIND[kind], key) for kind, key in rows]
-
-
 class Obligations(OwingPages, ImportPages):
     """Reads and settles the obligations of one store."""
 

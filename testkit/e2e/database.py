@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from testkit.e2e.scripts import start_script
 from testkit.shop import Shop, expected_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,11 +27,7 @@ SHOP_PASSWORD = "shop"
 
 def start_postgres() -> int:
     """``scripts/postgres start`` (installs and starts the server if needed): its port."""
-    done = subprocess.run(
-        [str(REPO / "scripts" / "postgres"), "start"], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip() or "scripts/postgres start failed")
+    start_script("postgres")
     return int(os.environ.get("PG_PORT", "25432"))
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from string import Template
 from typing import Any
+
+from testkit.e2e.scripts import start_script
 
 REPO = Path(__file__).resolve().parents[2]
 JARS = REPO / "scripts" / "connect-jars"
@@ -33,19 +33,9 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def start_connect(bootstrap: str | None = None) -> str:
     """``scripts/connect start`` on ``bootstrap`` (default: $KAFKA_BOOTSTRAP_SERVERS, else
     the broker of scripts/kafka), which must run: the worker's REST URL."""
-    env = dict(os.environ)
     if bootstrap:
-        env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-    done = subprocess.run(
-        [str(REPO / "scripts" / "connect"), "start"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip()[-2000:] or "scripts/connect start failed")
-    return done.stdout.strip().splitlines()[-1]
+        return start_script("connect", KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    return start_script("connect")
 
 
 def connector_config(

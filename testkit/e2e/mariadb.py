@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from testkit.e2e.scripts import start_script
 from testkit.shop import Shop, expected_state
 from testkit.workbench import REPO
 
@@ -37,11 +38,7 @@ _COLUMNS["deleted_orders"] = _COLUMNS["orders"]
 
 def start_mariadb() -> int:
     """``scripts/mariadb start`` (installs Debian's server if missing): its port."""
-    done = subprocess.run(
-        [str(REPO / "scripts" / "mariadb"), "start"], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip() or "scripts/mariadb start failed")
+    start_script("mariadb")
     return int(os.environ.get("MARIADB_PORT", "23306"))
 
 

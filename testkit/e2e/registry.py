@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from testkit.e2e.scripts import start_script
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "registry"
 CCOMPAT = "/apis/ccompat/v7"
@@ -18,10 +20,7 @@ CCOMPAT = "/apis/ccompat/v7"
 def start_registry() -> str:
     """``scripts/registry start`` (resolved from Maven Central on its first run): the
     Confluent-compatible base URL."""
-    done = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip()[-2000:] or "scripts/registry start failed")
-    return done.stdout.strip().splitlines()[-1]
+    return start_script("registry")
 
 
 def registry_running() -> bool:

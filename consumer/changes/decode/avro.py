@@ -117,16 +117,7 @@ class AvroReader:
         schema = self._schema(schema_id, "value")
         plan = schema.value_plan()
         payload = schema.read(record.value, start, "value")
-        rows = plan.rows
-        return envelope.interpret(
-            record.position,
-            payload,
-            plan.kind,
-            rows if rows is not None else _no_rows,
-            load_key,
-            record.headers,
-            rows.meta_fields if rows is not None else None,
-        )
+        return envelope.interpret_planned(record.position, payload, plan, load_key, record.headers)
 
     def _schema(self, schema_id: int, part: str) -> AvroSchema:
         entry = self._schemas.get(schema_id)
@@ -156,7 +147,3 @@ class AvroReader:
         if datum.__class__ is not dict or rows is None:
             raise ValueDecodeError(f"key is {describe(datum)}, not a record")
         return rows(datum, "key column")
-
-
-def _no_rows(row: Row) -> Row:
-    return row

@@ -16,7 +16,7 @@ from typing import Any
 
 from schemas.debezium import ChangeEvent, Decoded, Op, Position, Row, Skipped
 
-from .connect_schema import ENVELOPE, FLAT, HEARTBEAT, SCHEMA_CHANGE, TRANSACTION
+from .connect_schema import ENVELOPE, FLAT, HEARTBEAT, SCHEMA_CHANGE, TRANSACTION, SchemaPlan
 from .logical import ValueDecodeError, describe
 
 RowDecoder = Callable[[Row], Row]
@@ -52,6 +52,20 @@ def tombstone(position: Position, load_key: KeyLoader, headers: Headers) -> Chan
     if key is None:
         raise ValueDecodeError("tombstone without a key: nothing says which row is gone")
     return ChangeEvent(position, key, Op.DELETE, None, None, tombstone=True, headers=headers)
+
+
+def interpret_planned(
+    position: Position, payload: Any, plan: SchemaPlan, load_key: KeyLoader, headers: Headers
+) -> Decoded:
+    """:func:`interpret` with a compiled value schema (JSON with schemas, Avro)."""
+    rows = plan.rows
+    if rows is None:
+        return interpret(position, payload, plan.kind, _as_is, load_key, headers)
+    return interpret(position, payload, plan.kind, rows, load_key, headers, rows.meta_fields)
+
+
+def _as_is(row: Row) -> Row:
+    return row
 
 
 def interpret(

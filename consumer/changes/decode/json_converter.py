@@ -154,20 +154,7 @@ def _decode(
         return envelope.interpret(
             record.position, payload, None, decode_row, load_key, record.headers
         )
-    rows = plan.rows
-    return envelope.interpret(
-        record.position,
-        payload,
-        plan.kind,
-        rows if rows is not None else _no_rows,
-        load_key,
-        record.headers,
-        rows.meta_fields if rows is not None else None,
-    )
-
-
-def _no_rows(row: Row) -> Row:
-    return row
+    return envelope.interpret_planned(record.position, payload, plan, load_key, record.headers)
 
 
 # Topics that sent a float: parse them exactly from the start, sparing the wasted orjson pass.
