@@ -274,7 +274,8 @@ def report(size: ShopSize, built: Built, run: Resynced, verified: str | None) ->
             print(
                 f"    {at:6.1f} s import {r['status']} {r['processId']}: {r['bytes'] / MB:.1f} MB,"
                 f" {len(r['customers'])} customers, {len(r['orders'])} orders; the emulator"
-                f" read, parsed and checked it in {r.get('seconds', 0):.1f} s"
+                f" read, parsed and checked it in {r.get('seconds', 0):.1f} s (the upload"
+                f" {r.get('received', 0):.1f} s of it)"
             )
         else:
             print(f"    {at:6.1f} s {r['call']} {r['status']} {r.get('processId')}")

@@ -148,6 +148,7 @@ async def _admit_and_handle(
             416, f"the request is larger than {config.max_request_bytes} bytes"
         ) from None
     entry["bytes"] = len(body)
+    entry["received"] = round(time.time() - entry["time"], 3)  # the body's upload alone
     if config.fail_rate and emulator.fault_rng.random() < config.fail_rate:
         status = emulator.fault_rng.choice((500, 503))
         raise ApiFailure(status, "injected fault: the request was not applied")

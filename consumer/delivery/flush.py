@@ -46,7 +46,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +137,7 @@ class Flusher:
         owed_bound: int | None = None,
         settle_page: int | None = None,
         workers_from: int = POOL_FROM_DOCUMENTS,
+        uploads_idle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._obligations = obligations
         self._planner = planner
@@ -168,6 +169,9 @@ class Flusher:
         self._owed_seen: tuple[float, int] = (float("-inf"), 0)  # (monotonic, count)
         self._owing_seen: tuple[float, int] = (time.monotonic(), -1)  # (monotonic, owed)
         self._settling: asyncio.Task[None] | None = None
+        # Settling waits while a body is being written (:class:`~consumer.delivery.http.
+        # client.Uploads`): the API reads nothing of an import before all of it came.
+        self._uploads_idle = uploads_idle
 
     def _make_pool(self, workers: int | None) -> PlanningPool | None:
         """Workers read the store from other processes: a store on a file, and two
@@ -448,6 +452,8 @@ class Flusher:
         """Settle every accepted import's staged rows, a page at a time."""
         obligations, pages = self._obligations, self._settle_pages
         while True:
+            if self._uploads_idle is not None:
+                await self._uploads_idle()
             started = time.monotonic()
             sources: list[int] = []
             done = obligations.settle_page(pages.size, sources)

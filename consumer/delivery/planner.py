@@ -233,7 +233,7 @@ class _Planning:
         if not doc.deletes and view.accepted_hash(doc.ref) == digest:
             plan.done.append(doc)
             return
-        self._group_for(row).customer = Upsert(doc.ref, customer_doc, digest, doc)
+        self._group_for(row, customer_doc).customer = Upsert(doc.ref, customer_doc, digest, doc)
 
     def _anonymized(self, doc: OwedDoc, anonymizer: Anonymizer) -> None:
         """The customer stays in Rfmcube, with its orders, but nothing identifies it."""
@@ -253,12 +253,15 @@ class _Planning:
             customer_email=anonymous["email"],
         )
 
-    def _group_for(self, customer: MappedRow) -> CustomerGroup:
+    def _group_for(
+        self, customer: MappedRow, document: dict[str, Any] | None = None
+    ) -> CustomerGroup:
+        """The customer's group; ``document`` its customer document, when built already."""
         slot = ("id", customer.key)
         group = self.groups.get(slot)
         if group is None:
             group = self.groups[slot] = CustomerGroup(
-                customer_document(customer),
+                customer_document(customer) if document is None else document,
                 None,
                 customer_id=customer.key,
                 customer_email=customer.email,

@@ -120,6 +120,7 @@ async def open_delivery(
             fresh=fresh,
             backlog=backlog,
             owed_bound=settings.store.max_owed_documents,
+            uploads_idle=client.uploads.idle,
         )
         checker = ProcessChecker(
             obligations,

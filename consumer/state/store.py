@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from schemas.entities import DocRef, Kind, MappedRow
+from schemas.rfmcube import ItemFields
 
 __all__ = ["StateStore", "StoredRow"]
 
@@ -289,16 +290,19 @@ class StateStore:
                 )
         return rows
 
-    def items_of_many(self, order_keys: Iterable[str]) -> dict[str, list[MappedRow]]:
-        items: dict[str, list[MappedRow]] = {key: [] for key in order_keys}
+    def items_of_many(self, order_keys: Iterable[str]) -> dict[str, list[ItemFields]]:
+        """Each order's live items, their fields as the JSON stored (never parsed:
+        they are only written out and hashed, :data:`schemas.rfmcube.ItemFields`)."""
+        items: dict[str, list[ItemFields]] = {key: [] for key in order_keys}
         found = self.chunked(
-            "SELECT key, parent, email, fields FROM rows INDEXED BY rows_by_parent"
+            "SELECT key, parent, fields FROM rows INDEXED BY rows_by_parent"
             " WHERE kind = 'item' AND deleted = 0 AND parent IN ({marks})",
             (),
             sorted(items),
         )
-        for key, parent, email, blob in found:
-            items[parent].append(MappedRow(Kind.ITEM, key, self._loads(blob), parent, email))
+        fragment = orjson.Fragment
+        for key, parent, blob in found:
+            items[parent].append((key, fragment(blob)))
         return items
 
     def customers_by_email_many(self, emails: Iterable[str]) -> dict[str, MappedRow]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from consumer.state.store import StateStore, StoredRow
 from schemas.entities import DocRef, Kind, MappedRow
+from schemas.rfmcube import ItemFields
 
 
 class StoreView:
@@ -54,7 +55,7 @@ class StoreView:
         stored = self.get(kind, key)
         return None if stored is None or stored.deleted else stored.row
 
-    def items_of(self, order_key: str) -> list[MappedRow]:
+    def items_of(self, order_key: str) -> list[ItemFields]:
         found = self._items.get(order_key)
         if found is None:
             found = self._store.items_of_many([order_key])[order_key]

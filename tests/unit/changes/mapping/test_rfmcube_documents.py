@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
 from consumer.changes.mapping import Mapping
@@ -21,6 +22,7 @@ from schemas.rfmcube import (
     import_body,
     import_customer,
     import_process_id,
+    item_fields,
     item_key_order,
     merge_customer_body,
     merge_order_body,
@@ -80,7 +82,7 @@ def doc_items() -> list[MappedRow]:
 
 
 def test_import_body_matches_the_documentation() -> None:
-    order = order_document(doc_order(), doc_items())
+    order = order_document(doc_order(), [item_fields(i) for i in doc_items()])
     customer = import_customer(customer_document(doc_customer()), [order])
     expected = dumps(
         items_sorted(json.loads(DOC_IMPORT, parse_float=Decimal), "customers", "orders")
@@ -95,7 +97,7 @@ def test_merge_customer_body_matches_the_documentation() -> None:
 
 def test_merge_order_body_matches_the_documentation() -> None:
     body = merge_order_body(
-        order_document(doc_order(), doc_items()),
+        order_document(doc_order(), [item_fields(i) for i in doc_items()]),
         customer_email="1test@rfmcube.com",
         customer_id="1",
     )
@@ -170,7 +172,12 @@ def test_documents_from_the_default_mapping_have_the_documented_shape() -> None:
         for item_id, product in ((1342, 43421), (1340, 43420))
     ]
     body = import_body(
-        [import_customer(customer_document(customer), [order_document(order, items)])]
+        [
+            import_customer(
+                customer_document(customer),
+                [order_document(order, [item_fields(i) for i in items])],
+            )
+        ]
     )
     assert dumps(body) == (
         b'{"overwriteDescriptors":false,"triggerIntegrations":false,"recalculateStats":false,'
@@ -199,10 +206,25 @@ def test_guest_order_has_no_customer_id() -> None:
 
 def test_items_sorted_by_key_numbers_by_value() -> None:
     keys = ["10", "2", "1|10", "1|9", "a", "1"]
-    items = [MappedRow(Kind.ITEM, key, {"k": key}, "1") for key in keys]
+    items = [item_fields(MappedRow(Kind.ITEM, key, {"k": key}, "1")) for key in keys]
     document = order_document(doc_order(), items)
     assert [item["k"] for item in document["items"]] == ["1", "1|9", "1|10", "2", "10", "a"]
     assert sorted(["02", "2"], key=item_key_order) == ["02", "2"]
+
+
+def test_items_as_the_stored_json_write_the_same_bytes_as_their_rows() -> None:
+    odd = {"unit_price": Decimal("42.900"), "note": 'più ✓ "x"'}
+    rows = [*doc_items(), MappedRow(Kind.ITEM, "7", odd, "1")]
+    stored = [(row.key, orjson.Fragment(dumps(row.fields))) for row in rows]
+    from_rows = order_document(doc_order(), [item_fields(row) for row in rows])
+    from_store = order_document(doc_order(), stored)
+    assert dumps(from_store) == dumps(from_rows)
+    assert b'"unit_price":42.900' in dumps(from_store)
+    assert document_hash(from_store) == document_hash(order_document(doc_order(), stored))
+    changed = [
+        (row.key, orjson.Fragment(dumps(row.fields).replace(b"nike", b"puma"))) for row in rows
+    ]
+    assert document_hash(order_document(doc_order(), changed)) != document_hash(from_store)
 
 
 def test_documents_check_the_kind_of_their_rows() -> None:
