@@ -72,7 +72,6 @@ CREATE TABLE IF NOT EXISTS owed (
     kind TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, since REAL NOT NULL,
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS owed_by_age ON owed (since, seq);
 CREATE TABLE IF NOT EXISTS owed_deletes (
     seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, id TEXT, email TEXT
 );
@@ -229,6 +228,14 @@ class Obligations(OwingPages, ImportPages):
             columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
+        # The age index (a flush takes the documents owed longest) carries the source
+        # time too: taking a page reads the index alone. Without it each document was
+        # looked up in the table, 4 µs a document of a resync (the index a store
+        # written before had is replaced, once).
+        self.db.execute("DROP INDEX IF EXISTS owed_by_age")
+        self.db.execute(
+            "CREATE INDEX IF NOT EXISTS owed_by_age_and_source ON owed (since, seq, source_ms)"
+        )
 
     # -- numbering -----------------------------------------------------------------
 

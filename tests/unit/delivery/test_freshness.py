@@ -202,6 +202,9 @@ def test_a_store_written_before_freshness_gets_its_columns(tmp_path: Any) -> Non
     path = tmp_path / "old.db"
     store = StateStore(path)
     Obligations(store)
+    # As an earlier version wrote it: its age index without the source time.
+    store.db.execute("DROP INDEX owed_by_age_and_source")
+    store.db.execute("CREATE INDEX owed_by_age ON owed (since, seq)")
     for table, column in (("owed", "source_ms"), ("owed", "latest_ms")):
         store.db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     store.db.execute("ALTER TABLE import_docs DROP COLUMN source_ms")
@@ -212,4 +215,6 @@ def test_a_store_written_before_freshness_gets_its_columns(tmp_path: Any) -> Non
     store = StateStore(path)
     (doc,) = Obligations(store).take(10)
     assert doc.source_ms is None  # owed by an earlier version: not observed
+    indexes = {name for (name,) in store.db.execute("SELECT name FROM sqlite_master")}
+    assert "owed_by_age_and_source" in indexes and "owed_by_age" not in indexes
     store.close()
