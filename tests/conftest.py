@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,6 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from testkit.e2e.scripts import start_script
 from testkit.shared import SharedServices, turn
 
-REPO = Path(__file__).resolve().parent.parent
 RUN_FOLDER = pytest.StashKey[Path]()
 WORKER_KEY = "rfmcube_run_folder"
 
@@ -53,7 +52,9 @@ def run_folder(config: pytest.Config) -> Path:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
     """Under xdist, each test (its set-up, with any session fixture it starts, its
     call and its teardown) in its turn: alone if marked ``serial``."""
     if not hasattr(item.config, "workerinput"):
