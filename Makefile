@@ -32,15 +32,19 @@ tools:
 	scripts/kustomize version >/dev/null
 	scripts/promtool --version >/dev/null
 
-# Starts the broker if none is running, runs pytest, and stops the broker
-# again only if this run started it.
+# Starts the broker if none is running, runs pytest on PYTEST_WORKERS xdist workers
+# (most tests wait on timeouts, not on a CPU), and stops the broker again only if this
+# run started it. The other services of scripts/ start once per run, when a test first
+# needs one, and stop at its end if it started them (tests/conftest.py); a test marked
+# serial runs with no other beside it. PYTEST_WORKERS=0: one process, no xdist.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP) tools
 	@started=0; \
 	if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ] && ! scripts/kafka status >/dev/null 2>&1; then \
 	  scripts/kafka start >/dev/null || exit 1; started=1; \
 	fi; \
 	export KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-$$(scripts/kafka status)}; \
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
 	if [ $$started = 1 ]; then scripts/kafka stop; fi; \
 	exit $$rc
 

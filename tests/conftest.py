@@ -1,38 +1,86 @@
-"""Session-wide fixtures: the real Kafka broker, fresh topics, a producer."""
+"""Session-wide fixtures: the real Kafka broker, fresh topics, a producer; and what
+the xdist workers of one run share (``make test`` runs ``-n 2``, see testkit/shared.py):
+the services of scripts/, started once per run and stopped at its end if it started
+them, and the turns that let a test marked ``serial`` run with no other beside it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
+import shutil
+import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-REPO = Path(__file__).resolve().parent.parent
+from testkit.e2e.scripts import start_script
+from testkit.shared import SharedServices, turn
+
+RUN_FOLDER = pytest.StashKey[Path]()
+WORKER_KEY = "rfmcube_run_folder"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # pytest alone, or xdist's controller
+        config.stash[RUN_FOLDER] = Path(tempfile.mkdtemp(prefix="rfmcube-run-"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """xdist's controller, for each worker: the run's folder."""
+    node.workerinput[WORKER_KEY] = str(node.config.stash[RUN_FOLDER])  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Once every worker has ended: stop what the run started."""
+    folder = config.stash.get(RUN_FOLDER, None)
+    if folder is None:
+        return
+    SharedServices(folder).stop_started()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_folder(config: pytest.Config) -> Path:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return Path(workerinput[WORKER_KEY])
+    return config.stash[RUN_FOLDER]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    """Under xdist, each test (its set-up, with any session fixture it starts, its
+    call and its teardown) in its turn: alone if marked ``serial``."""
+    if not hasattr(item.config, "workerinput"):
+        return (yield)
+    alone = item.get_closest_marker("serial") is not None
+    with turn(run_folder(item.config), alone=alone):
+        return (yield)
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """The bootstrap address of a real broker: $KAFKA_BOOTSTRAP_SERVERS, else
-    one started through scripts/kafka (and stopped again if we started it)."""
+def shared_services(pytestconfig: pytest.Config) -> SharedServices:
+    """The services of scripts/ this run shares between its workers."""
+    return SharedServices(run_folder(pytestconfig))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(shared_services: SharedServices) -> str:
+    """The bootstrap address of a real broker: $KAFKA_BOOTSTRAP_SERVERS, else the one
+    of scripts/kafka (started if needed, and stopped at the end if this run started it)."""
     preset = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if preset:
-        yield preset
-        return
-    already = subprocess.run([REPO / "scripts/kafka", "status"], capture_output=True, text=True)
-    started = subprocess.run(
-        [REPO / "scripts/kafka", "start"], capture_output=True, text=True, check=False
-    )
-    if started.returncode != 0:
-        pytest.fail(f"could not start the broker: {started.stderr.strip()}")
-    yield started.stdout.strip().splitlines()[-1]
-    if already.returncode != 0:
-        subprocess.run([REPO / "scripts/kafka", "stop"], check=False)
+        return preset
+    try:
+        return shared_services.use("kafka", lambda: start_script("kafka"))
+    except RuntimeError as error:
+        pytest.fail(f"could not start the broker: {error}")
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,10 @@ apicurio_api(url)                   # .../apis/registry/v2 (the converter's, glo
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from testkit.e2e.scripts import start_script
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "registry"
 CCOMPAT = "/apis/ccompat/v7"
 
 
@@ -21,14 +17,6 @@ def start_registry() -> str:
     """``scripts/registry start`` (resolved from Maven Central on its first run): the
     Confluent-compatible base URL."""
     return start_script("registry")
-
-
-def registry_running() -> bool:
-    return subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0
-
-
-def stop_registry() -> None:
-    subprocess.run([str(SCRIPT), "stop"], check=False, capture_output=True)
 
 
 def apicurio_api(ccompat_url: str) -> str:

@@ -1,19 +1,15 @@
-"""The schema registry of scripts/registry (Apicurio, in memory), once per session."""
+"""The schema registry of scripts/registry (Apicurio, in memory), once per run."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from testkit.e2e.registry import registry_running, start_registry, stop_registry
+from testkit.e2e.registry import start_registry
+from testkit.shared import SharedServices
 
 
 @pytest.fixture(scope="session")
-def schema_registry() -> Iterator[str]:
-    """Its Confluent-compatible base URL; started if needed, stopped if we started it."""
-    already = registry_running()
-    url = start_registry()
-    yield url
-    if not already:
-        stop_registry()
+def schema_registry(shared_services: SharedServices) -> str:
+    """Its Confluent-compatible base URL; started if needed, stopped at the end of the
+    run if the run started it."""
+    return shared_services.use("registry", start_registry)

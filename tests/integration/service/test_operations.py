@@ -50,6 +50,8 @@ def _stops_within_grace(service: ServiceProcess) -> None:
     assert took < GRACE + 5, f"took {took:.1f} s to stop\n{service.log()[-3000:]}"
 
 
+# Serial (alone under xdist): it freezes the broker every test shares, and bounds the stop.
+@pytest.mark.serial
 @pytest.mark.parametrize("consumer_process", [False, True], ids=["thread", "process"])
 def test_sigterm_with_the_broker_lost_mid_stream_stops_within_the_grace(
     pipeline: Pipeline, consumer_process: bool
@@ -81,6 +83,7 @@ def test_sigterm_with_the_broker_lost_mid_stream_stops_within_the_grace(
     assert service.stop() == 0
 
 
+@pytest.mark.serial  # the stop's bound (grace + 5 s): no other test's load
 def test_health_answers_while_kafka_is_unreachable_and_sigterm_stops_it(
     pipeline: Pipeline,
 ) -> None:
@@ -96,6 +99,7 @@ def test_health_answers_while_kafka_is_unreachable_and_sigterm_stops_it(
     _stops_within_grace(service)
 
 
+@pytest.mark.serial  # the stop's bound (grace + 5 s): no other test's load
 def test_sigterm_during_an_api_outage_stops_within_the_grace(pipeline: Pipeline) -> None:
     pipeline.api.change(outage=True)
     shop = pipeline.shop(seed=83)
@@ -160,6 +164,7 @@ def test_a_dead_consumer_process_stops_the_service_with_code_5_and_loses_nothing
     assert service.stop() == 0
 
 
+@pytest.mark.serial  # the stop's bound (grace + 5 s): no other test's load
 def test_sigterm_during_a_long_429_pause_stops_within_the_grace(pipeline: Pipeline) -> None:
     # The server allows one request an hour; the service believes it may send more.
     pipeline.api.change(requests_per_minute=1, window_seconds=3600)
@@ -177,6 +182,7 @@ def test_sigterm_during_a_long_429_pause_stops_within_the_grace(pipeline: Pipeli
     assert "waiting 600 s" in service.log()  # the hour asked for is cut to the cap
 
 
+@pytest.mark.serial  # the stop's bound (grace + 5 s): no other test's load
 def test_sigterm_during_the_start_up_restore_stops_within_the_grace(
     pipeline: Pipeline, kafka_bootstrap: str
 ) -> None:

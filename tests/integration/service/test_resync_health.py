@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
 from testkit.pipeline import Pipeline, until
@@ -48,6 +50,7 @@ def _fill_store(path: Path, customers: int) -> None:
     store.close()
 
 
+@pytest.mark.serial  # the one-second bound: no other test's load beside it under xdist
 def test_healthz_answers_within_a_second_while_a_large_resync_is_owed(
     pipeline: Pipeline,
 ) -> None:

@@ -1,10 +1,9 @@
 """The databases, the schema registry and a Kafka Connect worker with Debezium, once per
-session (started through the project's scripts if needed, stopped again if we started
-them); a run per test."""
+run (started through the project's scripts if needed, stopped at the end of the run if
+it started them: tests/conftest.py); a run per test."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,56 +13,33 @@ from testkit.e2e.database import Postgres, start_postgres
 from testkit.e2e.debezium import ConnectWorker, start_connect
 from testkit.e2e.harness import API_KEY, DebeziumRun, MariaDbRun
 from testkit.e2e.mariadb import MariaDb, start_mariadb
-from testkit.e2e.registry import registry_running, start_registry, stop_registry
+from testkit.e2e.registry import start_registry
 from testkit.emulator import EmulatorProcess
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def _running(script: str) -> bool:
-    return (
-        subprocess.run([REPO / "scripts" / script, "status"], capture_output=True).returncode == 0
-    )
+from testkit.shared import SharedServices
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """scripts/postgres's server (installed and started if needed; stopped if we started it)."""
-    already = _running("postgres")
-    server = Postgres(port=start_postgres())
-    yield server
-    if not already:
-        subprocess.run([REPO / "scripts" / "postgres", "stop"], check=False)
+def postgres(shared_services: SharedServices) -> Postgres:
+    """scripts/postgres's server (installed and started if needed)."""
+    return Postgres(port=shared_services.use("postgres", start_postgres))
 
 
 @pytest.fixture(scope="session")
-def mariadb() -> Iterator[MariaDb]:
-    """scripts/mariadb's server (installed and started if needed; stopped if we started it)."""
-    already = _running("mariadb")
-    server = MariaDb(port=start_mariadb())
-    yield server
-    if not already:
-        subprocess.run([REPO / "scripts" / "mariadb", "stop"], check=False)
+def mariadb(shared_services: SharedServices) -> MariaDb:
+    """scripts/mariadb's server (installed and started if needed)."""
+    return MariaDb(port=shared_services.use("mariadb", start_mariadb))
 
 
 @pytest.fixture(scope="session")
-def e2e_registry() -> Iterator[str]:
+def e2e_registry(shared_services: SharedServices) -> str:
     """scripts/registry's Apicurio Registry: its Confluent-compatible URL."""
-    already = registry_running()
-    url = start_registry()
-    yield url
-    if not already:
-        stop_registry()
+    return shared_services.use("registry", start_registry)
 
 
 @pytest.fixture(scope="session")
-def connect_worker(kafka_bootstrap: str) -> Iterator[ConnectWorker]:
+def connect_worker(kafka_bootstrap: str, shared_services: SharedServices) -> ConnectWorker:
     """scripts/connect's worker on the tests' broker (its JVM starts once)."""
-    already = _running("connect")
-    worker = ConnectWorker(start_connect(kafka_bootstrap))
-    yield worker
-    if not already:
-        subprocess.run([REPO / "scripts" / "connect", "stop"], check=False)
+    return ConnectWorker(shared_services.use("connect", lambda: start_connect(kafka_bootstrap)))
 
 
 MakeRun = Callable[..., DebeziumRun]

@@ -57,6 +57,7 @@ def _restart_broker() -> None:
         subprocess.run([REPO / "scripts" / "kafka", action], check=True, capture_output=True)
 
 
+@pytest.mark.serial  # it restarts the broker every test shares: alone under xdist
 @pytest.mark.parametrize("decimals", ["precise", "string"])
 def test_crashes_and_a_broker_restart_still_end_equal(make_run: MakeRun, decimals: str) -> None:
     local = subprocess.run(
