@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from consumer.changes.mapping import Mapping
+from consumer.delivery.flush import DeadLetterDoc, Flusher
+from consumer.delivery.http.ratelimit import RateLimiter
+from consumer.delivery.planner import Planner
+from consumer.delivery.sender import Sender, Transport
 from consumer.state.batch import open_batch
 from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
 from schemas.debezium import ChangeEvent, Op, Position
 from testkit.builders import T0, TOPIC
 
-__all__ = ["MAPPING", "TOPIC", "build_store_shop", "row"]
+__all__ = ["MAPPING", "TOPIC", "build_store_shop", "row", "shop_flusher"]
 
 MAPPING = Mapping.load(None)
 
@@ -89,3 +93,30 @@ def build_store_shop(path: Path | str, customers: int = 23) -> StateStore:
         " UNION ALL SELECT 'guest', email, 'old' FROM rows WHERE kind = 'order' AND parent IS NULL"
     )
     return store
+
+
+def shop_flusher(
+    obligations: Obligations,
+    api: Transport,
+    *,
+    max_request_bytes: int,
+    dead_letter_doc: DeadLetterDoc,
+    limiter: RateLimiter | None = None,
+    **options: Any,
+) -> Flusher:
+    """The service's flush over a shop's store, against a stand-in API: no window, no
+    pacing (unless ``limiter``), the default mapping's rules; ``options`` as
+    :class:`Flusher` takes them (``chunk``, ``workers``, ``settle_page``, ...)."""
+    store = obligations.store
+    return Flusher(
+        obligations,
+        Planner(store, obligations, mark_deleted=MAPPING.mark_deleted, orphan_wait=30.0),
+        Sender(api, max_request_bytes=max_request_bytes),
+        limiter or RateLimiter(100_000, 60),
+        min_window=0.0,
+        max_documents=1_000_000,
+        hold_imports=False,
+        dead_letter_doc=dead_letter_doc,
+        hurry_imports=lambda _: None,
+        **options,
+    )

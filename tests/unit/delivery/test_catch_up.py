@@ -13,13 +13,9 @@ from typing import Any
 import orjson
 
 from consumer.delivery.flush import Flusher
-from consumer.delivery.http.ratelimit import RateLimiter
-from consumer.delivery.planner import Planner
-from consumer.delivery.sender import Sender
 from consumer.state.obligations import Obligations
-from consumer.state.store import StateStore
 from schemas.entities import Kind
-from testkit.storeshop import MAPPING, build_store_shop
+from testkit.storeshop import build_store_shop, shop_flusher
 
 
 class Api:
@@ -35,20 +31,13 @@ class Api:
         return {"processId": process_id, "status": "completed"}
 
 
-def _flusher(
-    store: StateStore, obligations: Obligations, api: Api, backlog: list[int], limit: int
-) -> Flusher:
+def _flusher(obligations: Obligations, api: Api, backlog: list[int], limit: int) -> Flusher:
     """The service's flush against ``api``, ``backlog[0]`` records behind the topics."""
-    return Flusher(
+    return shop_flusher(
         obligations,
-        Planner(store, obligations, mark_deleted=MAPPING.mark_deleted, orphan_wait=30.0),
-        Sender(api, max_request_bytes=limit),
-        RateLimiter(100_000, 60),
-        min_window=0.0,
-        max_documents=1_000_000,
-        hold_imports=False,
+        api,
+        max_request_bytes=limit,
         dead_letter_doc=lambda *_: None,
-        hurry_imports=lambda _: None,
         backlog=lambda: backlog[0],
         owed_bound=1_000_000,
     )
@@ -60,7 +49,7 @@ async def test_reading_far_behind_waits_for_an_imports_worth_then_sends_it() -> 
     api = Api()
     backlog = [1_000_000]  # records behind the topics' ends
     # The guess before any import (500 bytes a document): 40 documents fill it.
-    flusher = _flusher(store, obligations, api, backlog, 20_000)
+    flusher = _flusher(obligations, api, backlog, 20_000)
     customers = [(Kind.CUSTOMER, str(c)) for c in range(1, 21)]
     obligations.owe(customers[:10])
     stopping = asyncio.Event()
@@ -105,7 +94,7 @@ async def test_far_behind_a_flush_ends_with_its_first_full_import_not_a_small_ta
     api = SizedApi()
     backlog = [1_000_000]
     limit = 20_000
-    flusher = _flusher(store, obligations, api, backlog, limit)
+    flusher = _flusher(obligations, api, backlog, limit)
     rows = store.db.execute(
         "SELECT kind, key, coalesce(parent, key) FROM rows"
         " WHERE kind IN ('customer', 'order') AND deleted = 0 AND parent IS NOT '' "

@@ -21,16 +21,13 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.delivery.flush import Flusher
 from consumer.delivery.http.ratelimit import RateLimiter
 from consumer.delivery.packing import import_envelope
-from consumer.delivery.planner import Planner
 from consumer.delivery.processes import ProcessChecker
 from consumer.delivery.resync import Resync
-from consumer.delivery.sender import Sender
 from consumer.state.obligations import Obligations, owed_doc
 from consumer.state.store import StateStore
-from testkit.storeshop import MAPPING, build_store_shop
+from testkit.storeshop import build_store_shop, shop_flusher
 
 
 class Killed(Exception):
@@ -75,20 +72,13 @@ class Service:
         self.store = StateStore(path)
         self.obligations = obligations = Obligations(self.store, first_check=0.0)
         limiter = RateLimiter(100_000, 60)
-        planner = Planner(
-            self.store, obligations, mark_deleted=MAPPING.mark_deleted, orphan_wait=30.0
-        )
-        self.flusher = Flusher(
+        self.flusher = shop_flusher(
             obligations,
-            planner,
-            Sender(api, max_request_bytes=3_000),  # a few customers an import
-            limiter,
-            min_window=0.0,
-            max_documents=1_000_000,
-            chunk=10,
-            hold_imports=False,
+            api,
+            max_request_bytes=3_000,  # a few customers an import
             dead_letter_doc=lambda *_: pytest.fail("nothing is dead-lettered"),
-            hurry_imports=lambda _: None,
+            limiter=limiter,
+            chunk=10,
             workers=0,
             settle_page=4,
         )

@@ -14,13 +14,9 @@ from typing import Any
 
 import pytest
 
-from consumer.delivery.flush import Flusher
 from consumer.delivery.http.client import Uploads
-from consumer.delivery.http.ratelimit import RateLimiter
-from consumer.delivery.planner import Planner
-from consumer.delivery.sender import Sender
 from consumer.state.obligations import Obligations
-from testkit.storeshop import MAPPING, build_store_shop
+from testkit.storeshop import build_store_shop, shop_flusher
 
 
 class UploadingApi:
@@ -65,17 +61,12 @@ async def test_settling_waits_while_the_next_import_is_uploaded(
     obligations.settle_page = counted  # type: ignore[method-assign]
     uploads = Uploads()
     api = UploadingApi(uploads, pages)
-    flusher = Flusher(
+    flusher = shop_flusher(
         obligations,
-        Planner(store, obligations, mark_deleted=MAPPING.mark_deleted, orphan_wait=30.0),
-        Sender(api, max_request_bytes=6_000),  # several imports, each settled in pages
-        RateLimiter(100_000, 60),
-        min_window=0.0,
-        max_documents=1_000_000,
-        chunk=40,
-        hold_imports=False,
+        api,
+        max_request_bytes=6_000,  # several imports, each settled in pages
         dead_letter_doc=lambda *_: pytest.fail("nothing is dead-lettered"),
-        hurry_imports=lambda _: None,
+        chunk=40,
         workers=0,
         settle_page=5,
         uploads_idle=uploads.idle if gated else None,

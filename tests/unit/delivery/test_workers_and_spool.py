@@ -15,14 +15,10 @@ import orjson
 import pytest
 
 from consumer.delivery import sender as sender_module
-from consumer.delivery.flush import Flusher
-from consumer.delivery.http.ratelimit import RateLimiter
-from consumer.delivery.planner import Planner
-from consumer.delivery.sender import Sender
 from consumer.errors import ApiTooLarge
 from consumer.state.obligations import Obligations
 from consumer.state.store import StateStore
-from testkit.storeshop import MAPPING, build_store_shop
+from testkit.storeshop import build_store_shop, shop_flusher
 
 
 class Api:
@@ -55,17 +51,12 @@ async def _resync(
     store = StateStore(path)
     obligations = Obligations(store)
     obligations.owe_everything(since_ms=None, forget=True)
-    flusher = Flusher(
+    flusher = shop_flusher(
         obligations,
-        Planner(store, obligations, mark_deleted=MAPPING.mark_deleted, orphan_wait=30.0),
-        Sender(api, max_request_bytes=max_request_bytes),
-        RateLimiter(100_000, 60),
-        min_window=0.0,
-        max_documents=1_000_000,
-        chunk=40,
-        hold_imports=False,
+        api,
+        max_request_bytes=max_request_bytes,
         dead_letter_doc=lambda *_: pytest.fail("nothing is dead-lettered"),
-        hurry_imports=lambda _: None,
+        chunk=40,
         workers=workers,
         workers_from=0,
     )
