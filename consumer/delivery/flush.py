@@ -170,7 +170,7 @@ class Flusher:
         self._owing_seen: tuple[float, int] = (time.monotonic(), -1)  # (monotonic, owed)
         self._settling: asyncio.Task[None] | None = None
         # Settling waits while a body is being written (:class:`~consumer.delivery.http.
-        # client.Uploads`): the API reads nothing of an import before all of it came.
+        # body.Uploads`): the API reads nothing of an import before all of it came.
         self._uploads_idle = uploads_idle
 
     def _make_pool(self, workers: int | None) -> PlanningPool | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from consumer.delivery.http.client import Body
+from consumer.delivery.http.body import Body
 from consumer.delivery.packing import (
     Draft,
     PackedPlan,

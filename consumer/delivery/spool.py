@@ -7,7 +7,7 @@ customers' bytes now go to an unnamed file in the store's directory (the
 store's volume: ``/tmp`` is small in ``deploy/``), written as they are packed,
 each after a comma, so that any run of consecutive customers (an import, a
 half after a 416) is one range of the file; the request streams that range a
-slice at a time (:class:`consumer.delivery.http.client.SlicedBody`). What the
+slice at a time (:class:`consumer.delivery.http.body.SlicedBody`). What the
 file holds is in the page cache, not in the process. Small imports (under
 ``IN_MEMORY_BYTES``: the live stream's) stay in memory, as before.
 

@@ -17,26 +17,25 @@ sends the request and maps the answer onto the error tree of
 :meth:`RfmcubeClient.send` and :meth:`RfmcubeClient.process` retry ApiRetriable
 forever (full-jitter exponential backoff, Retry-After honoured) and raise the
 others. The API key travels only in the ``api-key`` header: never in a repr, a
-log line or an error message. A body is bytes, or a :class:`StreamedBody` read a
-slice at a time each time it is sent (a 200 MB import, from its spool file:
-:mod:`consumer.delivery.spool`).
+log line or an error message. A body is bytes, or a stream read a slice at a time
+each time it is sent (a 200 MB import, from its spool file:
+:mod:`consumer.delivery.spool`; :mod:`consumer.delivery.http.body`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import logging
 import math
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
@@ -45,6 +44,7 @@ import aiohttp.payload
 import orjson
 from pydantic import SecretStr
 
+from consumer.delivery.http.body import Body, SlicedBody, Uploads
 from consumer.delivery.http.ratelimit import RateLimiter
 from consumer.errors import (
     ApiError,
@@ -55,25 +55,13 @@ from consumer.errors import (
     NotActive,
 )
 
-__all__ = ["CALLS", "ApiSettings", "ApiStats", "Attempt", "RfmcubeClient", "StreamedBody"]
+__all__ = ["CALLS", "ApiSettings", "ApiStats", "Attempt", "RfmcubeClient"]
 
 log = logging.getLogger(__name__)
 
 CALLS: Final = frozenset({"import", "merge_customer", "merge_order", "delete_customer"})
 PROCESS_CALL: Final = "process"  # the name process polls go by in stats and hooks
 _MESSAGE_LIMIT = 500  # characters of an error body kept in an exception
-
-
-class StreamedBody(Protocol):
-    """A body too large to hold: its size, and its bytes a slice at a time (each call
-    reads it again from the start: a retry sends it whole again)."""
-
-    def __len__(self) -> int: ...
-
-    def slices(self, slice_bytes: int = ...) -> Iterator[bytes | memoryview]: ...
-
-
-Body = bytes | StreamedBody
 
 
 @dataclass(frozen=True)
@@ -112,34 +100,6 @@ class ApiStats:
     retries: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     transport_errors: int = 0
-
-
-class Uploads:
-    """Whether a request body is being written. Long steps of the service's loop (an
-    import's settling) wait while one is: a body goes out a slice per turn of the
-    loop, and beside the settling of a 200 MB import, whose pages each hold the loop
-    for a fraction of a second, a 66 MB import took 5 s to upload instead of a
-    fraction of one, all of it before the API could read it (bench/README.md)."""
-
-    def __init__(self) -> None:
-        self._writing = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        self._writing += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._writing -= 1
-            if not self._writing:
-                self._idle.set()
-
-    async def idle(self) -> None:
-        """Return once no body is being written."""
-        await self._idle.wait()
 
 
 class RfmcubeClient:
@@ -343,49 +303,6 @@ class RfmcubeClient:
                 status=status,
             )
         raise error
-
-
-class SlicedBody(aiohttp.payload.Payload):
-    """A request body written a MiB at a time, each slice once the socket took the last.
-
-    Handed whole, what the socket does not take at once is copied by asyncio's
-    transport (twice, on Python 3.11), and ``io.BytesIO`` copies it when aiohttp
-    measures it: a 200 MB import cost 200 to 400 MB more. Slices of a memoryview
-    copy nothing, and a :class:`StreamedBody` is read a slice at a time; the size
-    is known, so the request has its Content-Length."""
-
-    SLICE = 1 << 20
-
-    def __init__(self, body: Body, uploads: Uploads | None = None) -> None:
-        super().__init__(body, content_type="application/json")
-        self._body = body
-        self._size = self._length = len(body)
-        self._uploads = uploads or Uploads()
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return b"".join(self._slices()).decode(encoding, errors)
-
-    def _slices(self) -> Iterator[bytes | memoryview]:
-        body = self._body
-        if isinstance(body, bytes):
-            view = memoryview(body)
-            return (view[start : start + self.SLICE] for start in range(0, len(view), self.SLICE))
-        return body.slices(self.SLICE)
-
-    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
-        await self.write_with_length(writer, None)
-
-    async def write_with_length(
-        self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None
-    ) -> None:
-        left = self._length if content_length is None else content_length
-        with self._uploads.writing():
-            for piece in self._slices():
-                if left <= 0:
-                    break
-                piece = piece[:left]
-                left -= len(piece)
-                await writer.write(piece)
 
 
 def _json_object(call: str, status: int, payload: bytes) -> dict[str, Any]:

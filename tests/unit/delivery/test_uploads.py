@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from consumer.delivery.http.client import Uploads
+from consumer.delivery.http.body import Uploads
 from consumer.state.obligations import Obligations
 from testkit.storeshop import build_store_shop, shop_flusher
 
