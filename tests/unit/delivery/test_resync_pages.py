@@ -244,3 +244,24 @@ async def test_an_import_that_fails_while_it_is_settled_owes_all_it_carried(
 
 def _refs(obligations: Obligations) -> list[tuple[tuple[Any, str], int]]:
     return [(owed_doc(row).ref, row[2]) for row in obligations.take_rows(1000)]
+
+
+async def test_a_resync_is_done_at_the_first_look_after_its_last_document_is_met(
+    tmp_path: Path,
+) -> None:
+    """What is left is counted again soon when little is left: the resync reads done
+    at the next status call (``rfmcube-cdc resync`` asks every second), not seconds
+    after its last import was settled and checked."""
+    path = tmp_path / "state.db"
+    build_store_shop(path).close()
+    service = Service(path, Rfmcube())
+    service.resync.start(None)  # the whole scope owed now
+    state = service.resync.current()
+    assert state is not None and state.remaining == 22 + 3 * 23 + 5
+    while await service.flusher.flush_once():
+        for pending in service.obligations.due_imports(float("inf"), 100):
+            await service.checker.check(pending)
+    assert service.obligations.owed_count() == 0
+    state = service.resync.current()
+    assert state is not None
+    assert (state.state, state.remaining) == ("done", 0)
