@@ -250,14 +250,14 @@ def install(meters: Meters) -> None:
 
     A meter goes where the name is looked up when the service calls it: a
     function imported into another module (``from consumer.delivery.packing import
-    part_of`` in consumer/delivery/sender.py) is wrapped in that module, a method on its
-    class."""
+    delete_body`` in consumer/delivery/sender.py) is wrapped in that module, a method on
+    its class."""
     from kafka.consumer.fetcher import Fetcher
 
     from consumer import ingest
     from consumer.changes import records
     from consumer.changes.mapping import Mapping
-    from consumer.delivery import flush, planner, sender
+    from consumer.delivery import flush, packing, planner, sender
     from consumer.delivery.http import client as api
     from consumer.source import process as source_process
     from consumer.source import thread as source
@@ -278,8 +278,8 @@ def install(meters: Meters) -> None:
     meters.wrap(planner, "StoreView", "plan: StoreView (bulk reads)")
     meters.wrap(planner, "document_hash", "plan: document_hash")
     meters.wrap(planner.Planner, "plan", "plan (all)")
-    meters.wrap(sender, "part_of", "pack: part_of (serialize a customer)")
-    meters.wrap(sender, "import_body", "pack: import_body (concatenate)")
+    meters.wrap(packing, "draft_of", "pack: draft_of (serialize a customer)")
+    meters.wrap(sender.Dispatch, "_body", "pack: import body (concatenate)")
     meters.wrap(sender, "delete_body", "pack: delete and merge bodies")
     meters.wrap(sender, "merge_body", "pack: delete and merge bodies")
     meters.wrap(Obligations, "settle", "settle: Obligations.settle (SQLite)")

@@ -303,7 +303,9 @@ def fill(r: Rig, records: int) -> int:
     (as the Avro converter writes them when the rig has a registry)."""
     while len(r.shop.records) < records:
         r.shop.workload(customers=200, guest_orders=40)
-    rows = [(x.topic, x.key, x.value) for x in r.shop.records]
+    rows: list[tuple[str, bytes | None, bytes | None]] = [
+        (x.topic, x.key, x.value) for x in r.shop.records
+    ]
     if r.registry is not None:
         registry = ApicurioRegistry(r.registry)
         twins = (avro_twin(RawRecord(t, 0, 0, k, v), registry) for t, k, v in rows)

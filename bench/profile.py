@@ -62,14 +62,14 @@ from consumer.changes.decode import decode_record, parse_hint
 from consumer.changes.limits import RecordLimits
 from consumer.changes.mapping import Mapping
 from consumer.changes.records import _checked
-from consumer.delivery.packing import part_of
+from consumer.delivery.packing import draft_of
 from consumer.delivery.planner import Planner
 from consumer.source.replay import end_offsets, partitions_of, replay
 from consumer.state.batch import open_batch
 from consumer.state.obligations import Obligations, OwedDoc, Settlement
 from consumer.state.store import StateStore
 from schemas.debezium import ChangeEvent, RawRecord
-from schemas.entities import DocRef, EntityChange
+from schemas.entities import DocRef, EntityChange, Kind
 from testkit.workbench import REPO, ServiceProcess, descendants, mapping_for_prefix
 
 
@@ -354,16 +354,16 @@ def _flush_alone(obligations: Obligations, planner: Planner, cpu: dict[str, floa
         after = (owed[-1].since, owed[-1].seq)
         plan = planner.plan(owed, time.time())
         t1 = clock()
-        parts = [part_of(group) for group in plan.groups]
+        drafts = [draft_of(group) for group in plan.groups]
         t2 = clock()
         accepted: dict[DocRef, str] = {}
         done: list[OwedDoc] = [*plan.done, *plan.parked, *(doc for doc, _ in plan.rejected)]
-        for part in parts:
-            if part.container_hash is not None:
-                accepted[part.container] = part.container_hash
-            for carried in part.upserts:
-                accepted[carried.ref] = carried.hash
-                done.append(carried.owed)
+        for group, draft in zip(plan.groups, drafts, strict=True):
+            # What settling remembers of an accepted import: each hash it carried.
+            for kind, key, digest, *_ in draft.carried:
+                if digest is not None:
+                    accepted[(Kind(kind), key)] = digest
+            done.extend(upsert.owed for upsert in group.upserts)
         done += [d.owed for d in plan.deletes if d.owed is not None]
         deleted = {d.ref: d.identity for d in plan.deletes}
         obligations.settle(Settlement(done=done, accepted=accepted, deleted=deleted))
