@@ -183,7 +183,7 @@ def markdown() -> str:
     out = [
         "# Configuration reference",
         "",
-        "<!-- Made from the settings model (consumer/config.py) by `make docs`;",
+        "<!-- Made from the settings model (consumer/config/) by `make docs`;",
         "     tests/unit/cli/test_reference.py fails when it differs. -->",
         "",
         "Every key of rfmcube-cdc's configuration. Each can be set in the YAML file",
