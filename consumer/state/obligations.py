@@ -38,18 +38,22 @@ observed.
 Big steps go in pages that each commit, so that none holds the event loop for
 long at any shop size and a crash between two pages loses nothing: owing a
 resync's scope (:mod:`consumer.state.owing`), and recording, settling,
-completing and failing an import (:mod:`consumer.state.settling`). Those
-modules hold methods of :class:`Obligations` and the schemas of their tables;
-this class stays their one owner.
+completing and failing an import (:mod:`consumer.state.settling`). The
+imports pending, their checks and those adopted from another instance are
+:mod:`consumer.state.pending`'s. Those modules hold methods of
+:class:`Obligations` (owing and settling also the schemas of their own tables);
+this class stays their one owner. The values it is written and read as are
+:mod:`consumer.state.owed`'s (and re-exported here).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 
+from consumer.state.owed import BatchObligation, OwedDoc, OwedRow, Settlement, owed_doc
 from consumer.state.owing import OWING_SCHEMA, OwingPages, OwingScope
+from consumer.state.pending import PendingImport, PendingImports
 from consumer.state.settling import SETTLING_SCHEMA, ImportPages, StagedRow
 from consumer.state.store import StateStore
 from schemas.debezium import PartitionId, Position
@@ -100,82 +104,9 @@ CREATE INDEX IF NOT EXISTS import_marks_by_partition ON import_marks (topic, par
 """
 
 
-_KIND = {kind.value: kind for kind in Kind}  # Kind(value) costs a few µs
-
-
-@dataclass(slots=True)
-class BatchObligation:
-    """What one batch of records makes owed for one document: its newest number,
-    the records waiting on it per partition (first and last offset), the
-    customer deletes that must go out before it, in order, and the source time
-    of its oldest change (ms; None: unknown)."""
-
-    seq: int
-    marks: dict[PartitionId, list[int]] = field(default_factory=dict)  # [first, last]
-    deletes: list[tuple[int, CustomerIdentity]] = field(default_factory=list)
-    source_ms: int | None = None
-
-    def mark(self, position: Position, source_ms: int | None = None) -> None:
-        if source_ms is not None and (self.source_ms is None or source_ms < self.source_ms):
-            self.source_ms = source_ms
-        span = self.marks.get((position.topic, position.partition))
-        if span is None:
-            self.marks[(position.topic, position.partition)] = [position.offset, position.offset]
-        else:
-            span[0] = min(span[0], position.offset)
-            span[1] = max(span[1], position.offset)
-
-
-OwedRow = tuple[str, str, int, float, tuple[tuple[int, str | None, str | None], ...], int | None]
-"""An owed document as a page of :meth:`Obligations.take_rows` holds it: its kind (the
-value) and key, its number, since when it is owed, the deletes that must precede it
-(number, id, email), in order, and the source time of its oldest change (ms)."""
-
-
-@dataclass(slots=True)
-class OwedDoc:
-    """A document owed to the API, with the deletes that must precede it."""
-
-    ref: DocRef
-    seq: int
-    since: float
-    deletes: list[tuple[int, CustomerIdentity]] = field(default_factory=list)
-    source_ms: int | None = None  # the source time of the oldest change it carries
-
-    @property
-    def delete_seq(self) -> int:
-        return max((seq for seq, _ in self.deletes), default=0)
-
-
-def owed_doc(row: OwedRow) -> OwedDoc:
-    kind, key, seq, since, deletes, source_ms = row
-    return OwedDoc(
-        (_KIND[kind], key),
-        seq,
-        since,
-        [(d, CustomerIdentity(i, e)) for d, i, e in deletes],
-        source_ms,
-    )
-
-
-@dataclass(slots=True)
-class Settlement:
-    """What merges, deletes and plans met, written in one transaction (imports are
-    settled in pages: :mod:`consumer.state.settling`)."""
-
-    done: list[OwedDoc] = field(default_factory=list)  # obligations met (or given up)
-    accepted: dict[DocRef, str] = field(default_factory=dict)  # hashes Rfmcube now holds
-    deleted: dict[DocRef, CustomerIdentity] = field(default_factory=dict)  # deletes accepted
-
-
-@dataclass(frozen=True, slots=True)
-class PendingImport:
-    process_id: str
-    accepted_at: float
-    checks: int
-
-
-class Obligations(OwingPages, ImportPages):
+# ImportPages before PendingImports: the stub of fail_page that PendingImports
+# declares must not hide the method.
+class Obligations(OwingPages, ImportPages, PendingImports):
     """Reads and settles the obligations of one store."""
 
     def __init__(
@@ -501,157 +432,3 @@ class Obligations(OwingPages, ImportPages):
                 if tp in floors:
                     floors[tp] = min(floors[tp], int(first))
         return floors
-
-    # -- imports ---------------------------------------------------------------------
-
-    def pending_imports(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM imports").fetchone()[0])
-
-    def pending_import_ids(self, limit: int) -> list[str]:
-        """Up to ``limit`` pending imports' process ids, the oldest first."""
-        rows = self.db.execute(
-            "SELECT process_id FROM imports ORDER BY accepted_at, process_id LIMIT ?", (limit,)
-        )
-        return [str(pid) for (pid,) in rows]
-
-    def adopt_imports(
-        self,
-        process_ids: Iterable[str],
-        floors: Mapping[PartitionId, int],
-        committed: Mapping[PartitionId, int],
-    ) -> tuple[list[str], int]:
-        """Imports another instance accepted and did not see completed (named by the
-        group's commits, whose floors their records lowered): checked like ours.
-        What the records between a partition's floor and its committed offset made
-        owed is what they may have carried: it becomes theirs (sent again if one
-        fails; deletes of those customers wait for them), and no longer owed
-        unless a later record changed it too. Returns the imports not known here
-        and the documents adopted."""
-        now = self._clock()
-        known = set(self.pending_import_ids(1_000_000))
-        new = [pid for pid in dict.fromkeys(process_ids) if pid not in known]
-        if not new:
-            return [], 0
-        ranges = [
-            (topic, partition, floors.get((topic, partition), end), end)
-            for (topic, partition), end in committed.items()
-            if floors.get((topic, partition), end) < end
-        ]
-        with self.store.transaction() as db:
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS adopt_ranges (topic TEXT, partition INTEGER,"
-                " floor INTEGER, committed INTEGER, PRIMARY KEY (topic, partition))"
-            )
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS adopted (kind TEXT, key TEXT, settled INTEGER,"
-                " PRIMARY KEY (kind, key)) WITHOUT ROWID"
-            )
-            db.execute("DELETE FROM adopt_ranges")
-            db.execute("DELETE FROM adopted")
-            db.executemany("INSERT INTO adopt_ranges VALUES (?, ?, ?, ?)", ranges)
-            # A record waiting on the document lies in a range: they may carry it;
-            # settled when every one does (no later change to send).
-            db.execute(
-                "INSERT INTO adopted SELECT m.kind, m.key,"
-                " sum(coalesce(m.first_offset >= r.floor AND m.last_offset < r.committed, 0))"
-                " = count(*)"
-                " FROM owed_marks m"
-                " LEFT JOIN adopt_ranges r ON r.topic = m.topic AND r.partition = m.partition"
-                " GROUP BY m.kind, m.key HAVING"
-                " sum(coalesce(m.first_offset < r.committed AND m.last_offset >= r.floor, 0)) > 0"
-            )
-            adopted = int(db.execute("SELECT count(*) FROM adopted").fetchone()[0])
-            db.executemany(
-                "INSERT OR IGNORE INTO imports"
-                " (process_id, accepted_at, next_check, checks, unknown_docs)"
-                " VALUES (?, ?, ?, 0, ?)",
-                [(pid, now, now, int(adopted == 0)) for pid in new],
-            )
-            for pid in new:
-                db.execute(
-                    "INSERT OR IGNORE INTO import_docs (process_id, kind, key, hash)"
-                    " SELECT ?, kind, key, NULL FROM adopted",
-                    (pid,),
-                )
-            # They keep the floor this instance's commits report where it was, so
-            # that whoever comes next still knows those records' documents are unsure.
-            db.executemany(
-                "INSERT OR IGNORE INTO import_marks"
-                " (process_id, topic, partition, first_offset, holds) VALUES (?, ?, ?, ?, 0)",
-                [
-                    (pid, topic, partition, floor)
-                    for pid in new
-                    for topic, partition, floor, _ in ranges
-                ],
-            )
-            for table in ("owed", "owed_marks", "owed_deletes"):
-                db.execute(
-                    f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM adopted a"
-                    f" WHERE a.settled AND a.kind = {table}.kind AND a.key = {table}.key)"
-                )
-            db.execute("DELETE FROM adopted")
-        return new, adopted
-
-    def due_imports(self, now: float, limit: int) -> list[PendingImport]:
-        rows = self.db.execute(
-            "SELECT process_id, accepted_at, checks FROM imports"
-            " WHERE next_check <= ? ORDER BY next_check, accepted_at LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        return [PendingImport(pid, at, checks) for pid, at, checks in rows]
-
-    def next_check_at(self) -> float | None:
-        found = self.db.execute("SELECT min(next_check) FROM imports").fetchone()[0]
-        return None if found is None else float(found)
-
-    def imports_carrying(self, refs: Iterable[DocRef]) -> dict[DocRef, set[str]]:
-        """The pending imports that carry each of these documents (one whose documents
-        are unknown: every one)."""
-        refs = list(refs)
-        foreign = {
-            str(pid)
-            for (pid,) in self.db.execute("SELECT process_id FROM imports WHERE unknown_docs = 1")
-        }
-        by_kind: dict[Kind, list[str]] = {}
-        for kind, key in refs:
-            by_kind.setdefault(kind, []).append(key)
-        carrying: dict[DocRef, set[str]] = {ref: set(foreign) for ref in refs} if foreign else {}
-        for kind, keys in by_kind.items():
-            # Only pending imports: a completed one's documents may not be dropped yet.
-            for key, pid in self.store.chunked(
-                "SELECT key, process_id FROM import_docs WHERE kind = ? AND key IN ({marks})"
-                " AND process_id IN (SELECT process_id FROM imports)",
-                (kind.value,),
-                keys,
-            ):
-                carrying.setdefault((kind, key), set()).add(pid)
-        return carrying
-
-    def hurry(self, process_ids: Iterable[str]) -> None:
-        """Check these imports as soon as a slot allows (a delete waits for them)."""
-        with self.store.transaction() as db:
-            db.executemany(
-                "UPDATE imports SET next_check = min(next_check, ?) WHERE process_id = ?",
-                [(self._clock(), pid) for pid in process_ids],
-            )
-
-    def still_running(self, process_id: str, next_in: float) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE imports SET next_check = ?, checks = checks + 1 WHERE process_id = ?",
-                (self._clock() + next_in, process_id),
-            )
-
-    def failed(self, process_id: str) -> list[DocRef]:
-        """The process failed (or is unknown): everything it carried owed again at once
-        (the service does it in pages: :meth:`fail_page`). Returns the documents."""
-        refs: list[DocRef] = []
-        while True:
-            page, gone = self.fail_page(process_id, 5000)
-            refs += page
-            if gone:
-                return refs
-
-    def _drop_import(self, process_id: str) -> None:
-        for table in ("imports", "import_docs", "import_marks"):
-            self.db.execute(f"DELETE FROM {table} WHERE process_id = ?", (process_id,))

@@ -96,9 +96,6 @@ class ImportPages:
     def owe(self, refs: Iterable[DocRef]) -> int:  # pragma: no cover - defined by Obligations
         raise NotImplementedError
 
-    def _drop_import(self, process_id: str) -> None:  # pragma: no cover - by Obligations
-        raise NotImplementedError
-
     def _last_staged(self) -> int:
         return int(self.db.execute("SELECT max(n) FROM import_staged").fetchone()[0] or 0)
 
@@ -416,3 +413,7 @@ class ImportPages:
             if gone:
                 self._drop_import(process_id)
         return refs, gone
+
+    def _drop_import(self, process_id: str) -> None:
+        for table in ("imports", "import_docs", "import_marks"):
+            self.db.execute(f"DELETE FROM {table} WHERE process_id = ?", (process_id,))
