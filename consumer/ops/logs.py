@@ -26,6 +26,22 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class ClosedSocketRead(logging.Filter):
+    """Drops kafka-python's report of a read on a socket it has just closed.
+
+    kafka-python 3.0 closes a consumer's connections from the thread that closes
+    the consumer while its I/O thread may be reading one of them: ``recv`` on the
+    ``None`` the close left, logged with a traceback ("Error receiving network
+    data") at every such stop. The connection was being closed on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, AttributeError) and _CLOSED_SOCKET in str(error))
+
+
+_CLOSED_SOCKET = "'NoneType' object has no attribute 'recv'"
+
+
 def configure(fmt: str = "json", level: int | str = logging.INFO) -> None:
     """Log to stderr at ``level`` (a number or a name such as ``"DEBUG"``); kafka-python
     stays at WARNING or above, its DEBUG output being a flood."""
@@ -38,3 +54,6 @@ def configure(fmt: str = "json", level: int | str = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    transport = logging.getLogger("kafka.net.transport")
+    if not any(isinstance(f, ClosedSocketRead) for f in transport.filters):
+        transport.addFilter(ClosedSocketRead())
