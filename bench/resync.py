@@ -1,7 +1,7 @@
 """The resync at scale: a whole shop sent again to the emulator at the API's real limits.
 
     python -m bench.resync [--customers 100000] [--seed 7] [--no-dry-run] [--no-verify]
-        [--store-cache DIR]
+        [--store-cache DIR] [--timeline]
 
 1. A synthetic shop (``bench/bigshop.py``: customers, and 5 orders and 15 items
    per customer) is written into the service's SQLite store through the
@@ -32,6 +32,11 @@ digest (``bench.bigshop.state_digests``). Exits 1 when a bound of the issue
 fails: more imports than ceil(bytes / max) + 1, the service's peak RSS above
 512 MiB, a health answer slower than a second, or the emulator not holding the
 shop.
+
+``--timeline`` also prints the CPU of the service, of its planning workers
+(together), of its consumer process and of the emulator, second by second, in
+% of one core: which part waits for which (bench/README.md, "Issue 20, third
+round").
 
 ``--store-cache DIR`` keeps the built store there (by size and seed) and copies
 it for the next run: building the 300,000-customer shop takes about 6 minutes.
@@ -174,6 +179,7 @@ class Resynced:
     health_slow: list[tuple[float, float]] = field(default_factory=list)
     processes: list[str] = field(default_factory=list)
     children_hwm_kib: int = 0
+    timeline: list[str] = field(default_factory=list)
 
 
 def _cli(config: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -213,7 +219,8 @@ def run_resync(
     load_before = _loadavg()
     cpu_before = cpu_seconds(pid), cpu_seconds(api.pid)
     started_at, started = time.time(), time.monotonic()
-    with HealthProbe(health_port) as probe, ProcessTree(pid) as tree:
+    tree = ProcessTree(pid, others={"emulator": api.pid})
+    with HealthProbe(health_port) as probe, tree:
         done = _cli(config, "resync", timeout=timeout)
         seconds = time.monotonic() - started
     output = done.stdout + done.stderr
@@ -222,6 +229,7 @@ def run_resync(
     result.health_answers = probe.answers
     result.processes = tree.lines()
     result.children_hwm_kib = tree.children_hwm_kib()
+    result.timeline = tree.timeline()
     result.health_slow = [(at - started_at, took) for at, took in probe.slow]
     result.service_cpu = cpu_seconds(pid) - cpu_before[0]
     result.emulator_cpu = cpu_seconds(api.pid) - cpu_before[1]
@@ -237,8 +245,11 @@ def _dry_run_figure(text: str, name: str) -> int | None:
     return None if found is None else int(found[1])
 
 
-def report(size: ShopSize, built: Built, run: Resynced, verified: str | None) -> bool:
-    """Print the figures; True when every bound holds."""
+def report(
+    size: ShopSize, built: Built, run: Resynced, verified: str | None, *, timeline: bool = False
+) -> bool:
+    """Print the figures (with ``timeline``, the CPU of each part second by second);
+    True when every bound holds."""
     imports = [r for r in run.requests if r["call"] == "import"]
     accepted = [r for r in imports if r["status"] == 200]
     checks = [r for r in run.requests if r["call"] == "processes"]
@@ -295,6 +306,10 @@ def report(size: ShopSize, built: Built, run: Resynced, verified: str | None) ->
         f" {run.children_hwm_kib / 1024:.0f} MiB together), emulator"
         f" {run.emulator_hwm_kib / 1024:.0f} MiB"
     )
+    if timeline:
+        print("  CPU over the resync, % of one core (the planning workers together):")
+        for line in run.timeline:
+            print(line)
     ok = run.returncode == 0 and "done" in run.output
     if not ok:
         print(f"the resync did not finish:\n{run.output[-3000:]}")
@@ -325,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the folder (store, logs)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="for the resync, s")
     parser.add_argument("--store-cache", type=Path, help="keep and reuse built stores here")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print each part's CPU second by second"
+    )
     args = parser.parse_args(argv)
     size = ShopSize.scaled(args.customers)
 
@@ -377,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                 code = service.stop(timeout=120)
             if code != 0:
                 print(f"the service exited {code}:\n{service.log()[-3000:]}")
-            ok = report(size, built, run, verified) and code == 0
+            ok = report(size, built, run, verified, timeline=args.timeline) and code == 0
     finally:
         if args.keep:
             print(f"kept {folder}")

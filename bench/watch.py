@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,14 @@ class Seen:
 class ProcessTree:
     """The service's process and its descendants, sampled while it runs."""
 
-    def __init__(self, pid: int, every: float = 0.5) -> None:
+    def __init__(self, pid: int, every: float = 0.5, others: dict[str, int] | None = None) -> None:
         self._pid = pid
         self._every = every
+        self._others = others or {}  # processes outside the tree, by name: the emulator
         self._stop = threading.Event()
         self.seen: dict[int, Seen] = {}
+        # (monotonic time, CPU seconds so far by role): the run's CPU over time.
+        self.samples: list[tuple[float, dict[str, float]]] = []
         self._cpu_at_start: dict[int, float] = {}
         self._consumer_seen = False  # the service's first spawned child: its Kafka consumer
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -72,6 +76,13 @@ class ProcessTree:
                     seen = self.seen[pid] = Seen(name)
                 seen.cpu = cpu_seconds(pid)
                 seen.hwm_kib = status_kib(pid, "VmHWM")
+        by_role: dict[str, float] = {}
+        for seen in self.seen.values():
+            by_role[seen.name] = by_role.get(seen.name, 0.0) + seen.cpu
+        for name, pid in self._others.items():
+            with contextlib.suppress(OSError, ValueError):
+                by_role[name] = cpu_seconds(pid)
+        self.samples.append((time.monotonic(), by_role))
 
     def cpu(self, pid: int) -> float:
         """CPU seconds since the tree was first sampled."""
@@ -85,12 +96,44 @@ class ProcessTree:
             for pid, seen in self.seen.items()
         ]
 
+    def timeline(self, step: float = 1.0) -> list[str]:
+        """The CPU of each role (the planning workers together) over each ``step``
+        seconds of the run, in % of one core: which part waits for which."""
+        if len(self.samples) < 2:
+            return []
+        start = self.samples[0][0]
+        roles = sorted(
+            {role for _, cpu in self.samples for role in cpu if role != "resource tracker"},
+            key=_role_order,
+        )
+        lines = ["    " + f"{'s':>5}" + "".join(f"{_LABELS.get(r, r)[:10]:>11}" for r in roles)]
+        last_at, last = self.samples[0]
+        for at, cpu in self.samples[1:]:
+            if at - last_at < step - self._every / 2 and (at, cpu) != self.samples[-1]:
+                continue
+            spent = (at - last_at) / 100
+            shares = "".join(
+                f"{(cpu.get(role, 0.0) - last.get(role, cpu.get(role, 0.0))) / spent:10.0f}%"
+                for role in roles
+            )
+            lines.append(f"    {at - start:5.1f}{shares}")
+            last_at, last = at, cpu
+        return lines
+
     @property
     def service_hwm_kib(self) -> int:
         return self.seen[self._pid].hwm_kib
 
     def children_hwm_kib(self) -> int:
         return sum(s.hwm_kib for pid, s in self.seen.items() if pid != self._pid)
+
+
+_LABELS = {"planning worker": "workers", "Kafka consumer process": "consumer"}
+
+
+def _role_order(role: str) -> tuple[int, str]:
+    order = ["service", "planning worker", "Kafka consumer process", "emulator"]
+    return (order.index(role) if role in order else len(order), role)
 
 
 def _role(command: str) -> str:
