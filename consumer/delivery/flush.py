@@ -13,9 +13,10 @@ a page (:mod:`consumer.delivery.workers`), and sends them
 ``max_request_bytes`` across pages, so a backlog of a million documents (a
 resync, a long outage, a first sync) goes out in as few requests as its bytes
 need. What an import carries is staged in the store as it is packed; once the
-API accepted it, it is settled in pages (:mod:`consumer.state.settling`), all
-before the flush ends. What is not settled stays owed: a crash anywhere sends
-it again, never loses it, and never sends again what was accepted.
+API accepted it, it is settled in pages (:mod:`consumer.state.settling`; its
+rows sorted for that while it is on the wire), all before the flush ends. What
+is not settled stays owed: a crash anywhere sends it again, never loses it, and
+never sends again what was accepted.
 
 Each document and delete the API accepts is reported to ``fresh`` with the
 source time of the oldest change it carried (``rfmcube_cdc_freshness_seconds``),
@@ -169,6 +170,7 @@ class Flusher:
         self._owed_seen: tuple[float, int] = (float("-inf"), 0)  # (monotonic, count)
         self._owing_seen: tuple[float, int] = (time.monotonic(), -1)  # (monotonic, owed)
         self._settling: asyncio.Task[None] | None = None
+        self._presorting: asyncio.Task[None] | None = None
         # Settling waits while a body is being written (:class:`~consumer.delivery.http.
         # body.Uploads`): the API reads nothing of an import before all of it came.
         self._uploads_idle = uploads_idle
@@ -253,7 +255,10 @@ class Flusher:
         anything was sent or settled."""
         obligations = self._obligations
         dispatch = self._sender.dispatch(
-            self._settle_outcome, obligations, spool_directory=_directory(obligations)
+            self._settle_outcome,
+            obligations,
+            spool_directory=_directory(obligations),
+            on_wire=self._presort_soon,
         )
         progressed = False
         after: tuple[float, int] | None = None
@@ -316,6 +321,8 @@ class Flusher:
         finally:
             for future, _ in planned:
                 future.cancel()
+            if self._presorting is not None:
+                self._presorting.cancel()
             dispatch.close()
             # Every accepted import settled before another flush plans (its documents
             # must be known as carried: a delete of one of them waits for it).
@@ -374,6 +381,21 @@ class Flusher:
         meanwhile, the next import is packed); in full before the flush ends."""
         if self._settling is None or self._settling.done():
             self._settling = asyncio.create_task(self.settle_imports(), name="settle")
+
+    def _presort_soon(self, staged: tuple[int, int]) -> None:
+        """While an import is on the wire (a 200 MB one is read by the API for seconds,
+        and the service mostly waits), its staged rows are sorted for the settling
+        that follows its acceptance (:meth:`Obligations.presort_page`)."""
+        if self._presorting is None or self._presorting.done():
+            self._presorting = asyncio.create_task(self._presort(staged), name="presort")
+
+    async def _presort(self, staged: tuple[int, int]) -> None:
+        while True:
+            if self._uploads_idle is not None:
+                await self._uploads_idle()
+            if not self._obligations.presort_page(staged, self._settle_pages.size):
+                return
+            await asyncio.sleep(0)
 
     def _settle_plan(self, plan: PackedPlan) -> bool:
         """What a page needs no request for: unchanged, parked, rejected documents."""

@@ -117,11 +117,17 @@ class Sender:
         return self._max_bytes
 
     def dispatch(
-        self, settle: Settle, staging: Staging, *, spool_directory: Path | None = None
+        self,
+        settle: Settle,
+        staging: Staging,
+        *,
+        spool_directory: Path | None = None,
+        on_wire: Callable[[tuple[int, int]], None] = lambda staged: None,
     ) -> Dispatch:
         """The requests of one flush; ``settle`` gets each answered request's outcome,
-        ``staging`` what its imports carry; large imports spool beside the store."""
-        return Dispatch(self, settle, staging, spool_directory)
+        ``staging`` what its imports carry; large imports spool beside the store;
+        ``on_wire`` the staged rows of each import as it goes out."""
+        return Dispatch(self, settle, staging, spool_directory, on_wire)
 
 
 class Dispatch:
@@ -139,9 +145,15 @@ class Dispatch:
     another, in order, and a delete or a merge waits for the import before it."""
 
     def __init__(
-        self, sender: Sender, settle: Settle, staging: Staging, spool_directory: Path | None
+        self,
+        sender: Sender,
+        settle: Settle,
+        staging: Staging,
+        spool_directory: Path | None,
+        on_wire: Callable[[tuple[int, int]], None],
     ) -> None:
         self._client = sender._client
+        self._on_wire = on_wire
         self._trigger = sender._trigger
         self._settle = settle
         self._staging = staging
@@ -230,6 +242,7 @@ class Dispatch:
         self._parts, self._size, self._spool = [], 0, Spool(self._directory)
         await self._sent()
         self._sending = asyncio.create_task(self._send_spooled(parts, spool), name="import")
+        self._on_wire((parts[0].staged[0], parts[-1].staged[1]))
 
     async def _send_spooled(self, parts: list[SpooledPart], spool: Spool) -> None:
         try:
