@@ -108,8 +108,9 @@ class ProcessTree:
         )
         lines = ["    " + f"{'s':>5}" + "".join(f"{_LABELS.get(r, r)[:10]:>11}" for r in roles)]
         last_at, last = self.samples[0]
-        for at, cpu in self.samples[1:]:
-            if at - last_at < step - self._every / 2 and (at, cpu) != self.samples[-1]:
+        final = len(self.samples) - 1
+        for i, (at, cpu) in enumerate(self.samples[1:], 1):
+            if at - last_at < step - self._every / 2 and i < final:
                 continue
             spent = (at - last_at) / 100
             shares = "".join(

@@ -18,7 +18,7 @@ due at once (:meth:`Obligations.hurry`).
 
 An import of 200 MB carries half a million documents: dropping them when it
 completed, or owing them again when it failed, goes a page at a time
-(:mod:`consumer.state.settling`), with a turn of the event loop between pages.
+(:mod:`consumer.state.pending`), with a turn of the event loop between pages.
 """
 
 from __future__ import annotations

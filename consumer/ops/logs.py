@@ -26,6 +26,9 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+_CLOSED_SOCKET = "'NoneType' object has no attribute 'recv'"
+
+
 class ClosedSocketRead(logging.Filter):
     """Drops kafka-python's report of a read on a socket it has just closed.
 
@@ -37,9 +40,6 @@ class ClosedSocketRead(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         return not (isinstance(error, AttributeError) and _CLOSED_SOCKET in str(error))
-
-
-_CLOSED_SOCKET = "'NoneType' object has no attribute 'recv'"
 
 
 def configure(fmt: str = "json", level: int | str = logging.INFO) -> None:

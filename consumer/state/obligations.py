@@ -37,10 +37,10 @@ observed.
 
 Big steps go in pages that each commit, so that none holds the event loop for
 long at any shop size and a crash between two pages loses nothing: owing a
-resync's scope (:mod:`consumer.state.owing`), and recording, settling,
-completing and failing an import (:mod:`consumer.state.settling`). The
-imports pending, their checks and those adopted from another instance are
-:mod:`consumer.state.pending`'s. Those modules hold methods of
+resync's scope (:mod:`consumer.state.owing`), recording and settling an
+import (:mod:`consumer.state.settling`), and its end, completed or failed
+(:mod:`consumer.state.pending`, with the imports pending, their checks and
+those adopted from another instance). Those modules hold methods of
 :class:`Obligations` (owing and settling also the schemas of their own tables);
 this class stays their one owner. The values it is written and read as are
 :mod:`consumer.state.owed`'s (and re-exported here).
@@ -104,8 +104,6 @@ CREATE INDEX IF NOT EXISTS import_marks_by_partition ON import_marks (topic, par
 """
 
 
-# ImportPages before PendingImports: the stub of fail_page that PendingImports
-# declares must not hide the method.
 class Obligations(OwingPages, ImportPages, PendingImports):
     """Reads and settles the obligations of one store."""
 

@@ -8,6 +8,15 @@ which are due a check and when the next is, a check that found one running
 allows), which pending imports carry a document, a failed one's documents owed
 again all at once, and the imports another instance accepted and did not see
 completed, adopted from the group's commits (:meth:`PendingImports.adopt_imports`).
+An import of 200 MB carries half a million documents, so its end goes in pages:
+
+- **completed** (:meth:`PendingImports.completed`): the import stops being
+  pending at once; its documents are dropped afterwards in pages
+  (``imports_done``, :meth:`PendingImports.purge_page`), ignored meanwhile,
+  since only pending imports carry anything;
+- **failed** (:meth:`PendingImports.fail_page`): its documents are owed again a
+  page at a time; it stays pending, holding deletes back, until the last.
+
 Their tables (``imports``, ``import_docs``, ``import_marks``) are created in
 :mod:`consumer.state.obligations`: settling and the commit floors use them too.
 """
@@ -24,6 +33,8 @@ from schemas.entities import DocRef, Kind
 
 __all__ = ["PendingImport", "PendingImports"]
 
+_KIND = {kind.value: kind for kind in Kind}  # Kind(value) costs a few µs
+
 
 @dataclass(frozen=True, slots=True)
 class PendingImport:
@@ -39,9 +50,7 @@ class PendingImports:
     db: sqlite3.Connection
     _clock: Callable[[], float]
 
-    def fail_page(  # pragma: no cover - defined by ImportPages
-        self, process_id: str, limit: int
-    ) -> tuple[list[DocRef], bool]:
+    def owe(self, refs: Iterable[DocRef]) -> int:  # pragma: no cover - defined by Obligations
         raise NotImplementedError
 
     def pending_imports(self) -> int:
@@ -191,3 +200,84 @@ class PendingImports:
             refs += page
             if gone:
                 return refs
+
+    # -- completed, failed --------------------------------------------------------------
+
+    def completed(self, process_id: str) -> None:
+        """The process completed: no longer pending, at once. Its documents are dropped
+        in pages afterwards (:meth:`purge_page`)."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM imports WHERE process_id = ?", (process_id,))
+            db.execute("DELETE FROM import_marks WHERE process_id = ?", (process_id,))
+            db.execute("INSERT OR IGNORE INTO imports_done VALUES (?)", (process_id,))
+
+    def purge_page(self, limit: int, sources: list[int] | None = None) -> int:
+        """Drop up to ``limit`` documents of completed imports; returns how many, and
+        adds to ``sources`` the source times they carried (``completed`` acceptance's
+        freshness)."""
+        found = self.db.execute("SELECT process_id FROM imports_done LIMIT 1").fetchone()
+        if found is None:
+            return 0
+        (pid,) = found
+        with self.store.transaction() as db:
+            if db.execute("SELECT 1 FROM imports WHERE process_id = ?", (pid,)).fetchone():
+                # Pending again (an API that reuses ids): its documents are its own now.
+                db.execute("DELETE FROM imports_done WHERE process_id = ?", (pid,))
+                return 0
+            dropped = db.execute(
+                "DELETE FROM import_docs WHERE (kind, key, process_id) IN (SELECT kind, key,"
+                " process_id FROM import_docs INDEXED BY import_docs_by_process"
+                " WHERE process_id = ? LIMIT ?) RETURNING source_ms",
+                (pid, limit),
+            ).fetchall()
+            gone = len(dropped)
+            if sources is not None:
+                sources.extend(ms for (ms,) in dropped if ms is not None)
+            if gone < limit:
+                db.execute("DELETE FROM imports_done WHERE process_id = ?", (pid,))
+        return max(gone, 1)
+
+    def fail_page(self, process_id: str, limit: int) -> tuple[list[DocRef], bool]:
+        """The process failed (or is unknown): up to ``limit`` of its documents owed
+        again, the records it held back waiting for them. Returns those documents,
+        and whether the import is now gone (its last page)."""
+        with self.store.transaction() as db:
+            carried = db.execute(
+                "SELECT kind, key, hash, source_ms FROM import_docs"
+                " INDEXED BY import_docs_by_process WHERE process_id = ? LIMIT ?",
+                (process_id, limit),
+            ).fetchall()
+            # A guest's container is not owed on its own: its orders rebuild it.
+            refs = [(_KIND[k], key) for k, key, _, _ in carried if k != Kind.GUEST.value]
+            # Rfmcube does not hold what the failed import carried, unless a later
+            # send replaced it (its hash differs then, and stays).
+            db.executemany(
+                "DELETE FROM accepted WHERE kind = ? AND key = ? AND hash = ?",
+                [(kind, key, h) for kind, key, h, _ in carried if h is not None],
+            )
+            self.owe(refs)
+            # Owed again with the changes it carried: their delay runs on.
+            db.executemany(
+                "UPDATE owed SET source_ms = coalesce(min(source_ms, ?), ?)"
+                " WHERE kind = ? AND key = ?",
+                [(ms, ms, kind, key) for kind, key, _, ms in carried if ms is not None],
+            )
+            db.executemany(
+                "INSERT INTO owed_marks (kind, key, topic, partition, first_offset, last_offset)"
+                " SELECT ?, ?, topic, partition, first_offset, first_offset FROM import_marks"
+                " WHERE process_id = ? ON CONFLICT (kind, key, topic, partition) DO UPDATE SET"
+                " first_offset = min(first_offset, excluded.first_offset)",
+                [(kind.value, key, process_id) for kind, key in refs],
+            )
+            db.executemany(
+                "DELETE FROM import_docs WHERE process_id = ? AND kind = ? AND key = ?",
+                [(process_id, kind, key) for kind, key, _, _ in carried],
+            )
+            gone = len(carried) < limit
+            if gone:
+                self._drop_import(process_id)
+        return refs, gone
+
+    def _drop_import(self, process_id: str) -> None:
+        for table in ("imports", "import_docs", "import_marks"):
+            self.db.execute(f"DELETE FROM {table} WHERE process_id = ?", (process_id,))

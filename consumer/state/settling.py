@@ -1,10 +1,9 @@
-"""Imports recorded, settled, completed and failed in pages (part of
+"""Imports recorded and settled in pages (part of
 :class:`consumer.state.obligations.Obligations`).
 
 An import of 200 MB carries half a million documents. Settling it in one
 transaction (accepted hashes, the import's documents, the owed rows) held the
-event loop for 11 to 15 s, and dropping or re-owing its documents when its
-process ends for seconds more. Here:
+event loop for 11 to 15 s. Here:
 
 - **staged while packed** (:meth:`ImportPages.stage_many`): what each part of an
   import carries (document, hash, the number it was owed under, its deletes')
@@ -30,13 +29,8 @@ process ends for seconds more. Here:
   another flush plans. Its process may be checked meanwhile: completed, the
   pages left skip what only a pending import needs (its documents and marks);
   failed, the failure waits for the last page
-  (:meth:`ImportPages.settling_import`), so that all it carried is owed again;
-- **completed** (:meth:`ImportPages.completed`): the import stops being pending
-  at once; its documents are dropped afterwards in pages (``imports_done``,
-  :meth:`ImportPages.purge_page`), ignored meanwhile, since only pending
-  imports carry anything;
-- **failed** (:meth:`ImportPages.fail_page`): its documents are owed again a
-  page at a time; it stays pending, holding deletes back, until the last.
+  (:meth:`ImportPages.settling_import`), so that all it carried is owed again
+  (its end: :mod:`consumer.state.pending`).
 
 Staged rows no settling range holds (an import refused, or never answered
 before a crash) are dropped at the end of each flush (:meth:`drop_staged`).
@@ -46,10 +40,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from consumer.state.store import IMPORT_BYTES, StateStore
-from schemas.entities import DocRef, Kind
 
 __all__ = ["ImportPages", "StagedRow"]
 
@@ -77,10 +70,9 @@ not remembered) and, for a document that was owed, the number it was owed under
 time of the oldest change it carries (ms; None: unknown, for freshness). Plain
 tuples: half a million of them cross from the workers for a 200 MB import."""
 
-_KIND = {kind.value: kind for kind in Kind}  # Kind(value) costs a few µs
-
 
 _SORT = "settle_sort"  # the scratch database's name on the connection
+_NOTHING_SETTLED = ("", "", 0)  # the key an import's settling reached before its first page
 _DELETE_PAGE = 100_000  # staged rows dropped at a time once settled (in their order: cheap)
 _SORT_CACHE_KIB = 32_768  # the scratch's own page cache: sorting inserts anywhere in it
 
@@ -97,9 +89,6 @@ class ImportPages:
     # (staged range, sorted up to n): an import's rows sorted while it was on the wire.
     _presorted: tuple[tuple[int, int], int] | None = None
     _sort_attached = False
-
-    def owe(self, refs: Iterable[DocRef]) -> int:  # pragma: no cover - defined by Obligations
-        raise NotImplementedError
 
     def _last_staged(self) -> int:
         return int(self.db.execute("SELECT max(n) FROM import_staged").fetchone()[0] or 0)
@@ -201,19 +190,15 @@ class ImportPages:
         db = self.db
         if self._sorted is None or self._sorted[0] != pid:
             presorted, self._presorted = self._presorted, None
-            if presorted is not None and presorted[0] == (first, last) and not any(done):
+            fresh = tuple(done) == _NOTHING_SETTLED
+            if presorted is not None and presorted[0] == (first, last) and fresh:
                 self._sorted = (pid, presorted[1])  # sorted while it was on the wire
             else:
                 db.execute(f"DELETE FROM {_SORT}.rows")
                 self._sorted = (pid, first - 1)
         sorted_to = self._sorted[1]
-        if sorted_to < last:  # read in the order staged (sequential), sorted as inserted
-            upto = min(last, sorted_to + limit)
-            db.execute(
-                f"INSERT INTO {_SORT}.rows SELECT kind, key, n, hash, seq, delete_seq, source_ms"
-                " FROM import_staged WHERE n BETWEEN ? AND ? AND (kind, key, n) > (?, ?, ?)",
-                (sorted_to + 1, upto, *done),
-            )
+        if sorted_to < last:
+            upto = self._sort_staged(sorted_to, last, limit, done)
             self._sorted = (pid, upto)
             return int(upto - sorted_to)
         page = db.execute(
@@ -255,14 +240,21 @@ class ImportPages:
         sorted_to = self._presorted[1]
         if sorted_to >= last:
             return 0
+        upto = self._sort_staged(sorted_to, last, limit, _NOTHING_SETTLED)
+        self._presorted = (staged, upto)
+        return upto - sorted_to
+
+    def _sort_staged(self, sorted_to: int, last: int, limit: int, after: Sequence[object]) -> int:
+        """Copy the next ``limit`` staged rows past ``sorted_to`` (up to ``last``) into the
+        scratch: read in the order staged (sequential), sorted as inserted; only those
+        past the key settling reached (``after``: kind, key, n). Returns the last n."""
         upto = min(last, sorted_to + limit)
         self.db.execute(
             f"INSERT INTO {_SORT}.rows SELECT kind, key, n, hash, seq, delete_seq, source_ms"
-            " FROM import_staged WHERE n BETWEEN ? AND ?",
-            (sorted_to + 1, upto),
+            " FROM import_staged WHERE n BETWEEN ? AND ? AND (kind, key, n) > (?, ?, ?)",
+            (sorted_to + 1, upto, *after),
         )
-        self._presorted = (staged, upto)
-        return upto - sorted_to
+        return upto
 
     def _settle_span(
         self, pid: str, holds: int, span: tuple[object, ...], sources: list[int] | None
@@ -371,84 +363,3 @@ class ImportPages:
             " PRIMARY KEY (kind, key, n)) WITHOUT ROWID"
         )
         self._sort_attached = True
-
-    # -- completed, failed --------------------------------------------------------------
-
-    def completed(self, process_id: str) -> None:
-        """The process completed: no longer pending, at once. Its documents are dropped
-        in pages afterwards (:meth:`purge_page`)."""
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM imports WHERE process_id = ?", (process_id,))
-            db.execute("DELETE FROM import_marks WHERE process_id = ?", (process_id,))
-            db.execute("INSERT OR IGNORE INTO imports_done VALUES (?)", (process_id,))
-
-    def purge_page(self, limit: int, sources: list[int] | None = None) -> int:
-        """Drop up to ``limit`` documents of completed imports; returns how many, and
-        adds to ``sources`` the source times they carried (``completed`` acceptance's
-        freshness)."""
-        found = self.db.execute("SELECT process_id FROM imports_done LIMIT 1").fetchone()
-        if found is None:
-            return 0
-        (pid,) = found
-        with self.store.transaction() as db:
-            if db.execute("SELECT 1 FROM imports WHERE process_id = ?", (pid,)).fetchone():
-                # Pending again (an API that reuses ids): its documents are its own now.
-                db.execute("DELETE FROM imports_done WHERE process_id = ?", (pid,))
-                return 0
-            dropped = db.execute(
-                "DELETE FROM import_docs WHERE (kind, key, process_id) IN (SELECT kind, key,"
-                " process_id FROM import_docs INDEXED BY import_docs_by_process"
-                " WHERE process_id = ? LIMIT ?) RETURNING source_ms",
-                (pid, limit),
-            ).fetchall()
-            gone = len(dropped)
-            if sources is not None:
-                sources.extend(ms for (ms,) in dropped if ms is not None)
-            if gone < limit:
-                db.execute("DELETE FROM imports_done WHERE process_id = ?", (pid,))
-        return max(gone, 1)
-
-    def fail_page(self, process_id: str, limit: int) -> tuple[list[DocRef], bool]:
-        """The process failed (or is unknown): up to ``limit`` of its documents owed
-        again, the records it held back waiting for them. Returns those documents,
-        and whether the import is now gone (its last page)."""
-        with self.store.transaction() as db:
-            carried = db.execute(
-                "SELECT kind, key, hash, source_ms FROM import_docs"
-                " INDEXED BY import_docs_by_process WHERE process_id = ? LIMIT ?",
-                (process_id, limit),
-            ).fetchall()
-            # A guest's container is not owed on its own: its orders rebuild it.
-            refs = [(_KIND[k], key) for k, key, _, _ in carried if k != Kind.GUEST.value]
-            # Rfmcube does not hold what the failed import carried, unless a later
-            # send replaced it (its hash differs then, and stays).
-            db.executemany(
-                "DELETE FROM accepted WHERE kind = ? AND key = ? AND hash = ?",
-                [(kind, key, h) for kind, key, h, _ in carried if h is not None],
-            )
-            self.owe(refs)
-            # Owed again with the changes it carried: their delay runs on.
-            db.executemany(
-                "UPDATE owed SET source_ms = coalesce(min(source_ms, ?), ?)"
-                " WHERE kind = ? AND key = ?",
-                [(ms, ms, kind, key) for kind, key, _, ms in carried if ms is not None],
-            )
-            db.executemany(
-                "INSERT INTO owed_marks (kind, key, topic, partition, first_offset, last_offset)"
-                " SELECT ?, ?, topic, partition, first_offset, first_offset FROM import_marks"
-                " WHERE process_id = ? ON CONFLICT (kind, key, topic, partition) DO UPDATE SET"
-                " first_offset = min(first_offset, excluded.first_offset)",
-                [(kind.value, key, process_id) for kind, key in refs],
-            )
-            db.executemany(
-                "DELETE FROM import_docs WHERE process_id = ? AND kind = ? AND key = ?",
-                [(process_id, kind, key) for kind, key, _, _ in carried],
-            )
-            gone = len(carried) < limit
-            if gone:
-                self._drop_import(process_id)
-        return refs, gone
-
-    def _drop_import(self, process_id: str) -> None:
-        for table in ("imports", "import_docs", "import_marks"):
-            self.db.execute(f"DELETE FROM {table} WHERE process_id = ?", (process_id,))
