@@ -47,11 +47,22 @@ CREATE TABLE IF NOT EXISTS owing (
 
 # Phases, in order.
 FORGET, REGISTERED, GUESTS, DONE = "forget", "registered", "guests", "done"
-# An order changed since a time, or one of its items did (two parameters: the time).
+# An order changed since a time, or one of its items did (parameter ``since``).
 _ORDER_CHANGED = (
-    "(o.changed_ms >= ? OR EXISTS (SELECT 1 FROM rows i INDEXED BY rows_by_parent"
-    " WHERE i.kind = 'item' AND i.parent = o.key AND i.changed_ms >= ?))"
+    "(o.changed_ms >= :since OR EXISTS (SELECT 1 FROM rows i INDEXED BY rows_by_parent"
+    " WHERE i.kind = 'item' AND i.parent = o.key AND i.changed_ms >= :since))"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """A page of the scope: ``sql`` selects its (owner, kind, key, email) with
+    ``params``; ``cursor`` is where the next page starts (None with ``done``)."""
+
+    sql: str
+    params: dict[str, object]
+    cursor: tuple[str, str, str] | None
+    done: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,25 +146,25 @@ class OwingPages:
             return None
         since_ms, forget, stamp, first, last, next_seq, phase, owner, kind, key, owed = row
         cursor = None if owner is None else (owner, kind, key)
+        counted = 0
         with self.store.transaction():
             if phase == FORGET:
                 cursor, done = self._forget_page(cursor, limit)
-                entries: list[tuple[str, str, str | None]] = []
-            elif phase == REGISTERED:
-                cursor, done, entries = self._registered_page(cursor, limit, since_ms)
             else:
-                cursor, done, entries = self._guests_page(cursor, limit, since_ms)
-            next_seq = self._owe_entries(entries, next_seq, last, stamp)
-            if forget and since_ms is not None:
-                self._forget_entries(entries)
+                find = self._registered_page if phase == REGISTERED else self._guests_page
+                page = find(cursor, limit, since_ms)
+                counted, next_seq = self._owe_page_rows(page, next_seq, last, stamp)
+                if forget and since_ms is not None:
+                    self._forget_page_rows(page)
+                cursor, done = page.cursor, page.done
             if done:
                 phase, cursor = {FORGET: REGISTERED, REGISTERED: GUESTS, GUESTS: DONE}[phase], None
             self.db.execute(
                 "UPDATE owing SET next_seq = ?, phase = ?, cursor_owner = ?, cursor_kind = ?,"
                 " cursor_key = ?, owed = owed + ?",
-                (next_seq, phase, *(cursor or (None, None, None)), len(entries)),
+                (next_seq, phase, *(cursor or (None, None, None)), counted),
             )
-        return OwingScope(since_ms, bool(forget), stamp, first, last, phase, owed + len(entries))
+        return OwingScope(since_ms, bool(forget), stamp, first, last, phase, owed + counted)
 
     # -- the pages ------------------------------------------------------------------
 
@@ -179,107 +190,120 @@ class OwingPages:
 
     def _registered_page(
         self, cursor: tuple[str, str, str] | None, limit: int, since_ms: int | None
-    ) -> tuple[tuple[str, str, str] | None, bool, list[tuple[str, str, str | None]]]:
+    ) -> _Page:
         """The next ``limit`` of: each customer (by key), then its orders (any order
-        naming a customer, deleted ones too, as a resync always sent them)."""
-        db = self.db
+        naming a customer, deleted ones too, as a resync always sent them). Found
+        as a range of (owner, kind, key): the page ends at its ``limit``-th entry."""
         owner, kind, key = cursor or ("", "", "")
-        customers = db.execute(
-            "SELECT key, deleted, changed_ms FROM rows WHERE kind = 'customer'"
-            f" AND key {'>' if cursor else '>='} ? ORDER BY key LIMIT ?",
-            (owner, limit),
-        ).fetchall()
-        orders = db.execute(
-            "SELECT parent, key FROM rows INDEXED BY rows_by_parent WHERE kind = 'order'"
-            " AND parent IS NOT NULL AND (parent, key) > (?, ?) ORDER BY parent, key LIMIT ?",
-            (owner, key if kind == "order" else "", limit),
-        ).fetchall()
-        merged = sorted(
-            [(k, "customer", k, bool(d), c) for k, d, c in customers]
-            + [(p, "order", k, False, None) for p, k in orders]
-        )[:limit]
-        if not merged:
-            return cursor, True, []
-        changed = self._orders_changed([k for _, t, k, _, _ in merged if t == "order"], since_ms)
-        entries: list[tuple[str, str, str | None]] = []
-        for _, entry_kind, entry_key, deleted, changed_ms in merged:
-            if entry_kind == "customer":
-                if not deleted and (since_ms is None or (changed_ms or 0) >= since_ms):
-                    entries.append(("customer", entry_key, None))
-            elif entry_key in changed:
-                entries.append(("order", entry_key, None))
-        last = merged[-1]
-        return (last[0], last[1], last[2]), len(merged) < limit, entries
+        customers_after = "key > :owner" if cursor else "key >= :owner"
+        params: dict[str, object] = {
+            "owner": owner,
+            "order_key": key if kind == "order" else "",
+            "since": since_ms,
+        }
+        end = self.db.execute(
+            f"SELECT key, 'customer', key FROM rows WHERE kind = 'customer' AND {customers_after}"
+            " UNION ALL SELECT parent, 'order', key FROM rows INDEXED BY rows_by_parent"
+            " WHERE kind = 'order' AND parent IS NOT NULL AND (parent, key) > (:owner, :order_key)"
+            " ORDER BY 1, 2, 3 LIMIT 1 OFFSET :skip",
+            {**params, "skip": limit - 1},
+        ).fetchone()
+        customers = [f"kind = 'customer' AND {customers_after} AND NOT deleted"]
+        orders = [
+            "o.kind = 'order' AND o.parent IS NOT NULL",
+            "(o.parent, o.key) > (:owner, :order_key)",
+        ]
+        if end is not None:
+            params.update(end_owner=end[0], end_order_key=end[2] if end[1] == "order" else "")
+            customers.append("key <= :end_owner")
+            orders.append("(o.parent, o.key) <= (:end_owner, :end_order_key)")
+        if since_ms is not None:
+            customers.append("coalesce(changed_ms, 0) >= :since")
+            orders.append(_ORDER_CHANGED)
+        sql = (
+            "SELECT key AS owner, 'customer' AS kind, key, NULL AS email FROM rows"
+            f" WHERE {' AND '.join(customers)}"
+            " UNION ALL SELECT o.parent, 'order', o.key, NULL FROM rows o INDEXED BY rows_by_parent"
+            f" WHERE {' AND '.join(orders)}"
+        )
+        return _Page(sql, params, end, end is None)
 
     def _guests_page(
         self, cursor: tuple[str, str, str] | None, limit: int, since_ms: int | None
-    ) -> tuple[tuple[str, str, str] | None, bool, list[tuple[str, str, str | None]]]:
+    ) -> _Page:
         """The next ``limit`` guest checkouts (orders naming no customer), by key."""
-        found = self.db.execute(
-            "SELECT key, email FROM rows INDEXED BY rows_by_parent WHERE kind = 'order'"
-            " AND parent IS NULL AND key > ? ORDER BY key LIMIT ?",
-            ("" if cursor is None else cursor[2], limit),
-        ).fetchall()
-        if not found:
-            return cursor, True, []
-        changed = self._orders_changed([key for key, _ in found], since_ms)
-        entries = [("order", key, email) for key, email in found if key in changed]
-        return ("", "order", found[-1][0]), len(found) < limit, entries
-
-    def _orders_changed(self, keys: list[str], since_ms: int | None) -> set[str]:
-        """Which of these orders (or their items) changed since ``since_ms`` (all
-        without one)."""
-        if since_ms is None:
-            return set(keys)
-        found = self.store.chunked(
-            f"SELECT o.key FROM rows o WHERE o.kind = 'order' AND {_ORDER_CHANGED}"
-            " AND o.key IN ({marks})",
-            (since_ms, since_ms),
-            keys,
+        params: dict[str, object] = {
+            "after": "" if cursor is None else cursor[2],
+            "since": since_ms,
+        }
+        end = self.db.execute(
+            "SELECT key FROM rows INDEXED BY rows_by_parent WHERE kind = 'order'"
+            " AND parent IS NULL AND key > :after ORDER BY key LIMIT 1 OFFSET :skip",
+            {**params, "skip": limit - 1},
+        ).fetchone()
+        where = ["o.kind = 'order' AND o.parent IS NULL AND o.key > :after"]
+        if end is not None:
+            params["end"] = end[0]
+            where.append("o.key <= :end")
+        if since_ms is not None:
+            where.append(_ORDER_CHANGED)
+        sql = (
+            "SELECT '' AS owner, 'order' AS kind, o.key, o.email FROM rows o"
+            f" INDEXED BY rows_by_parent WHERE {' AND '.join(where)}"
         )
-        return {key for (key,) in found}
+        return _Page(sql, params, None if end is None else ("", "order", end[0]), end is None)
 
     # -- writing a page ----------------------------------------------------------------
 
-    def _owe_entries(
-        self, entries: list[tuple[str, str, str | None]], next_seq: int, last: int, stamp: float
-    ) -> int:
-        """Owe the page's documents, numbered from ``next_seq`` in the scope's order;
-        returns the next number. One a live change numbered after the range gets a
-        new number instead (see the module's docstring)."""
-        if not entries:
-            return next_seq
+    def _owe_page_rows(
+        self, page: _Page, next_seq: int, last: int, stamp: float
+    ) -> tuple[int, int]:
+        """Owe the page's documents, numbered from ``next_seq`` in the scope's order
+        (one statement: no row crosses into Python); returns how many were owed and
+        the next number. One a live change numbered after the range gets a new
+        number instead (see the module's docstring)."""
         db = self.db
-        live: set[tuple[str, str]] = set()
-        if self._seq > last:  # something was numbered after the reservation
-            by_kind: dict[str, list[str]] = {}
-            for kind, key, _ in entries:
-                by_kind.setdefault(kind, []).append(key)
-            for kind, keys in by_kind.items():
-                found = self.store.chunked(
-                    "SELECT key FROM owed WHERE kind = ? AND seq > ? AND key IN ({marks})",
-                    (kind, last),
-                    keys,
-                )
-                live.update((kind, key) for (key,) in found)
-        rows = []
-        for kind, key, _ in entries:
-            if (kind, key) in live:
-                rows.append((kind, key, self.next_seq(), stamp))
-            else:
-                rows.append((kind, key, next_seq, stamp))
-                next_seq += 1
-        rows.sort()  # key order: the owed table's pages are written together
-        db.executemany(
-            "INSERT INTO owed (kind, key, seq, since) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
-            rows,
+        params = {**page.params, "next": next_seq, "stamp": stamp, "last": last}
+        live_may_exist = self._seq > last  # something was numbered after the reservation
+        not_live = (
+            " AND NOT EXISTS (SELECT 1 FROM owed l WHERE l.kind = page.kind"
+            " AND l.key = page.key AND l.seq > :last)"
+            if live_may_exist
+            else ""
         )
-        return next_seq
+        owed = db.execute(
+            "INSERT INTO owed (kind, key, seq, since)"
+            " SELECT kind, key, :next - 1 + row_number() OVER (ORDER BY owner, kind, key), :stamp"
+            f" FROM ({page.sql}) AS page WHERE true{not_live}"
+            " ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq",
+            params,
+        ).rowcount
+        next_seq += owed
+        if live_may_exist:
+            live = db.execute(
+                f"SELECT page.kind, page.key FROM ({page.sql}) AS page JOIN owed l"
+                " ON l.kind = page.kind AND l.key = page.key WHERE l.seq > :last"
+                " ORDER BY page.owner, page.kind, page.key",
+                params,
+            ).fetchall()
+            db.executemany(
+                "UPDATE owed SET seq = ? WHERE kind = ? AND key = ?",
+                [(self.next_seq(), kind, key) for kind, key in live],
+            )
+            owed += len(live)
+        return owed, next_seq
 
-    def _forget_entries(self, entries: list[tuple[str, str, str | None]]) -> None:
+    def _forget_page_rows(self, page: _Page) -> None:
         """A resync ``since`` a time, forgetting: the page's documents, and the guest
         customers of its guest orders (Rfmcube may hold none any more)."""
-        docs = sorted({(kind, key) for kind, key, _ in entries})
-        guests = sorted({("guest", email) for _, _, email in entries if email})
-        self.db.executemany("DELETE FROM accepted WHERE kind = ? AND key = ?", docs + guests)
+        for kind in ("customer", "order"):
+            self.db.execute(
+                f"DELETE FROM accepted WHERE kind = :kind AND key IN"
+                f" (SELECT key FROM ({page.sql}) WHERE kind = :kind)",
+                {**page.params, "kind": kind},
+            )
+        self.db.execute(
+            "DELETE FROM accepted WHERE kind = 'guest' AND key IN"
+            f" (SELECT email FROM ({page.sql}) WHERE email IS NOT NULL)",
+            page.params,
+        )
