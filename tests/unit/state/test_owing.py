@@ -119,3 +119,15 @@ def test_a_resync_since_a_time_owes_what_changed_and_forgets_only_that(tmp_path:
     assert documents == 2
     held = {(Kind(k), key) for k, key in store.db.execute("SELECT kind, key FROM accepted")}
     assert (Kind.CUSTOMER, "4") not in held and (Kind.CUSTOMER, "5") in held
+
+
+def test_a_resync_since_a_time_forgets_the_guest_of_a_changed_guest_checkout(
+    tmp_path: Path,
+) -> None:
+    store = build_shop(tmp_path / "guests.db")
+    store.db.execute("UPDATE rows SET changed_ms = 5000 WHERE kind = 'order' AND key = '2001'")
+    obligations = Obligations(store)
+    documents, _, _ = obligations.owe_everything(since_ms=4000, forget=True)
+    assert set(owed_in_order(store)) == {("order", "2001")} and documents == 1
+    guests = {key for (key,) in store.db.execute("SELECT key FROM accepted WHERE kind = 'guest'")}
+    assert guests == {"g0@x.it", "g2@x.it", "g3@x.it", "g4@x.it"}  # g1's checkout changed
