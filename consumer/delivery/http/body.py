@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -32,17 +33,26 @@ class Uploads:
     import's settling) wait while one is: a body goes out a slice per turn of the
     loop, and beside the settling of a 200 MB import, whose pages each hold the loop
     for a fraction of a second, a 66 MB import took 5 s to upload instead of a
-    fraction of one, all of it before the API could read it (bench/README.md)."""
+    fraction of one, all of it before the API could read it (bench/README.md).
+
+    Not while the API reads nothing of it, though: a body that took no slice for
+    ``STALLED_SECONDS`` waits on the API (busy with the import before it), and a
+    page of settling then costs the upload nothing (the next slice waits at most
+    that page, once the API reads again)."""
+
+    STALLED_SECONDS = 0.25
 
     def __init__(self) -> None:
         self._writing = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._moved = 0.0  # monotonic: when a body being written last gave a slice
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         self._writing += 1
         self._idle.clear()
+        self.moved()
         try:
             yield
         finally:
@@ -50,9 +60,18 @@ class Uploads:
             if not self._writing:
                 self._idle.set()
 
+    def moved(self) -> None:
+        """A slice of a body being written was taken by the socket."""
+        self._moved = time.monotonic()
+
     async def idle(self) -> None:
-        """Return once no body is being written."""
-        await self._idle.wait()
+        """Return once no body is being written, or none moved for ``STALLED_SECONDS``."""
+        while not self._idle.is_set():
+            still = self.STALLED_SECONDS - (time.monotonic() - self._moved)
+            if still <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), still)
 
 
 class SlicedBody(aiohttp.payload.Payload):
@@ -96,3 +115,4 @@ class SlicedBody(aiohttp.payload.Payload):
                 piece = piece[:left]
                 left -= len(piece)
                 await writer.write(piece)
+                self._uploads.moved()

@@ -3,18 +3,23 @@
 A body goes out a slice per turn of the service's loop; a page of settling holds
 the loop for a fraction of a second. Beside the settling of a 200 MB import, a
 66 MB import took 5 s to upload (bench/README.md, issue 20), all of it before the
-API could start reading it. Settling waits while a body is being written.
+API could start reading it. Settling waits while a body is being written, unless
+the API reads none of it (busy with the import before): then settling would only
+idle the service, and goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from consumer.delivery.http.body import Uploads
+from consumer.delivery.http.body import SlicedBody, Uploads
 from consumer.state.obligations import Obligations
 from testkit.storeshop import build_store_shop, shop_flusher
 
@@ -82,3 +87,41 @@ async def test_settling_waits_while_the_next_import_is_uploaded(
     else:  # what the gate prevents: pages settled while a body was being written
         assert api.pages_during_uploads > 0
     store.close()
+
+
+async def test_settling_goes_on_while_the_api_reads_nothing_of_the_body(tmp_path: Path) -> None:
+    """Over real HTTP: an API busy with the import before (here, it waits before it
+    reads the body) takes no slice of the next; settling may run meanwhile (it would
+    only idle the service), and no sooner than the body stopped moving."""
+    read: list[float] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await asyncio.sleep(2.0)  # busy: applying the import before this one
+        read.append(time.monotonic())
+        await request.read()
+        return web.json_response({"processId": 1})
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/import", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    uploads = Uploads()
+    body = SlicedBody(b"x" * (48 << 20), uploads)  # more than the sockets' buffers hold
+    try:
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            upload = asyncio.ensure_future(
+                session.post(f"http://127.0.0.1:{port}/import", data=body)
+            )
+            await asyncio.sleep(0.05)  # the body is being written
+            await asyncio.wait_for(uploads.idle(), timeout=1.5)
+            free = time.monotonic()
+            assert not upload.done() and not read, "the body was still waiting on the API"
+            assert free - started >= Uploads.STALLED_SECONDS
+            async with await upload as answer:
+                assert answer.status == 200
+    finally:
+        await runner.cleanup()
