@@ -13,7 +13,8 @@ a page (:mod:`consumer.delivery.workers`), and sends them
 ``max_request_bytes`` across pages, so a backlog of a million documents (a
 resync, a long outage, a first sync) goes out in as few requests as its bytes
 need. What an import carries is staged in the store as it is packed; once the
-API accepted it, it is settled in pages (:mod:`consumer.state.settling`; its
+API accepted it, it is settled in pages by a task beside the next pages
+(:mod:`consumer.delivery.settle`, :mod:`consumer.state.settling`; its
 rows sorted for that while it is on the wire), all before the flush ends. What
 is not settled stays owed: a crash anywhere sends it again, never loses it, and
 never sends again what was accepted.
@@ -57,25 +58,19 @@ from consumer.delivery.http.ratelimit import RateLimiter
 from consumer.delivery.packing import PackedPlan, pack
 from consumer.delivery.planner import Planner
 from consumer.delivery.sender import DeadDoc, Dispatch, Outcome, Sender
+from consumer.delivery.settle import Fresh, ImportSettler
 from consumer.delivery.workers import PlanningPool
 from consumer.errors import NotActive
 from consumer.state.obligations import Obligations, OwedDoc, OwedRow, Settlement, owed_doc
 from schemas.debezium import Position
 from schemas.entities import DocRef, Kind
 
-__all__ = ["FlushStats", "Flusher"]
+__all__ = ["DeadLetterDoc", "FlushStats", "Flusher", "Fresh"]
 
 log = logging.getLogger(__name__)
 
 DeadLetterDoc = Callable[[DocRef, Position | None, str, bytes], None]
-# Documents accepted through a call, by the source time (ms) of their oldest change.
-Fresh = Callable[[str, list[int]], None]
 
-# A page of settling should take about this long (pages adapt their size to it):
-# well below the second a process check or a resync's progress may wait, and large
-# enough that its commit, which rewrites every page of the tables it touched, is paid
-# for many rows (at 5,000 rows a page, settling took twice as long as at 30,000).
-PAGE_SECONDS = 0.45
 # Reading more than this many records behind the topics is catching up (see above).
 CATCH_UP_RECORDS = 20_000
 CATCH_UP_HOLD_SECONDS = 120.0
@@ -97,23 +92,6 @@ class FlushStats:
     settled: int = 0  # obligations met, sent or not
     bytes_sent: int = 0  # of the documents accepted imports carried
     last_accepted_at: float | None = None
-
-
-class Pages:
-    """A page size that keeps each page near ``PAGE_SECONDS``, whatever a page of
-    this kind costs on this machine and this store."""
-
-    def __init__(self, start: int, least: int = 200, most: int = 50_000) -> None:
-        self.size = start
-        self._least, self._most = least, most
-
-    def took(self, seconds: float, done: int) -> None:
-        if done < self.size:
-            return  # a short page says nothing of a full one
-        if seconds > PAGE_SECONDS:
-            self.size = max(self._least, int(self.size * PAGE_SECONDS / seconds * 0.8))
-        elif seconds < PAGE_SECONDS / 2:
-            self.size = min(self._most, self.size * 3 // 2)
 
 
 class Flusher:
@@ -161,19 +139,17 @@ class Flusher:
         self.dirty = asyncio.Event()
         self.settled = asyncio.Event()  # obligations were met: commits may be due
         self.stats = FlushStats()
-        # Rows settled per transaction: adapted to PAGE_SECONDS, or as given (tests).
-        self._settle_pages = (
-            Pages(5_000) if settle_page is None else Pages(settle_page, settle_page, settle_page)
+        self._settler = ImportSettler(
+            obligations,
+            fresh=fresh,
+            settled=self.settled,
+            page=settle_page,
+            uploads_idle=uploads_idle,
         )
         self._pool = self._make_pool(workers)
         self._workers_from = workers_from  # owed documents a flush needs to start them
         self._owed_seen: tuple[float, int] = (float("-inf"), 0)  # (monotonic, count)
         self._owing_seen: tuple[float, int] = (time.monotonic(), -1)  # (monotonic, owed)
-        self._settling: asyncio.Task[None] | None = None
-        self._presorting: asyncio.Task[None] | None = None
-        # Settling waits while a body is being written (:class:`~consumer.delivery.http.
-        # body.Uploads`): the API reads nothing of an import before all of it came.
-        self._uploads_idle = uploads_idle
 
     def _make_pool(self, workers: int | None) -> PlanningPool | None:
         """Workers read the store from other processes: a store on a file, and two
@@ -258,7 +234,7 @@ class Flusher:
             self._settle_outcome,
             obligations,
             spool_directory=_directory(obligations),
-            on_wire=self._presort_soon,
+            on_wire=self._settler.presort_soon,
         )
         progressed = False
         after: tuple[float, int] | None = None
@@ -321,15 +297,8 @@ class Flusher:
         finally:
             for future, _ in planned:
                 future.cancel()
-            if self._presorting is not None:
-                self._presorting.cancel()
             dispatch.close()
-            # Every accepted import settled before another flush plans (its documents
-            # must be known as carried: a delete of one of them waits for it).
-            settling, self._settling = self._settling, None
-            if settling is not None:
-                await settling
-            await self.settle_imports()
+            await self._settler.finish()  # every accepted import, before another flush
             obligations.drop_staged()
         return progressed
 
@@ -375,27 +344,6 @@ class Flusher:
             in_pending_import=lambda refs: bool(self._obligations.imports_carrying(refs)),
         )
         return self._settle_plan(packed) | packed.sends
-
-    def _settle_soon(self) -> None:
-        """Settle accepted imports beside the next pages (the workers keep building
-        meanwhile, the next import is packed); in full before the flush ends."""
-        if self._settling is None or self._settling.done():
-            self._settling = asyncio.create_task(self.settle_imports(), name="settle")
-
-    def _presort_soon(self, staged: tuple[int, int]) -> None:
-        """While an import is on the wire (a 200 MB one is read by the API for seconds,
-        and the service mostly waits), its staged rows are sorted for the settling
-        that follows its acceptance (:meth:`Obligations.presort_page`)."""
-        if self._presorting is None or self._presorting.done():
-            self._presorting = asyncio.create_task(self._presort(staged), name="presort")
-
-    async def _presort(self, staged: tuple[int, int]) -> None:
-        while True:
-            if self._uploads_idle is not None:
-                await self._uploads_idle()
-            if not self._obligations.presort_page(staged, self._settle_pages.size):
-                return
-            await asyncio.sleep(0)
 
     def _settle_plan(self, plan: PackedPlan) -> bool:
         """What a page needs no request for: unchanged, parked, rejected documents."""
@@ -449,7 +397,7 @@ class Flusher:
             stats.last_accepted_at = self._clock()
             self._observe_freshness(outcome)
         if outcome.imports:
-            self._settle_soon()
+            self._settler.settle_soon()
         if any(sent.process_id is not None for sent in outcome.imports):
             self._imports_accepted()
 
@@ -472,20 +420,7 @@ class Flusher:
 
     async def settle_imports(self) -> None:
         """Settle every accepted import's staged rows, a page at a time."""
-        obligations, pages = self._obligations, self._settle_pages
-        while True:
-            if self._uploads_idle is not None:
-                await self._uploads_idle()
-            started = time.monotonic()
-            sources: list[int] = []
-            done = obligations.settle_page(pages.size, sources)
-            if not done:
-                return
-            pages.took(time.monotonic() - started, done)
-            self.settled.set()
-            if sources:
-                self._fresh("import", sources)
-            await asyncio.sleep(0)
+        await self._settler.settle_all()
 
 
 def _directory(obligations: Obligations) -> Path | None:
