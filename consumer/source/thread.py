@@ -11,12 +11,9 @@ Memory stays bounded instead by pausing: when the bytes handed over but not
 yet released pass ``max_pending_bytes``, every assigned partition is paused
 (poll keeps running and returns nothing) until they fall below half.
 
-Rebalances: kafka-python 3.0 runs rebalance callbacks on its own IO thread
-and forbids blocking consumer calls there, so the listener is the async
-variant. It calls ``on_revoke`` inline (heartbeats pause meanwhile: keep the
-service's revoke budget well below ``session_timeout_ms``), commits the
-offsets it returns by awaiting ``commit_async``, and drops the records of the
-revoked partitions that were not handed over yet.
+Rebalances (:mod:`consumer.source.rebalance`): on kafka-python's IO thread,
+``on_revoke`` is called inline and the offsets it returns committed, and the
+records of the revoked partitions that were not handed over yet are dropped.
 
 One active member (``SourceSettings.single_active``, the default): the
 group's partitions all go to one member at a time (consumer/source/assignor.py),
@@ -39,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from consumer.errors import CommitFailed, ConfigError, RevokeInProgress, SourceError
 from consumer.source.assignor import (
@@ -59,6 +56,7 @@ from consumer.source.base import (
     take_batches,
     to_kafka_offsets,
 )
+from consumer.source.rebalance import RebalanceListener, Rebalances
 from consumer.waiting import in_daemon_thread
 from schemas.debezium import PartitionId, RawRecord
 
@@ -75,7 +73,7 @@ class _Command:
     answer: asyncio.Future[Any]
 
 
-class KafkaSource:
+class KafkaSource(Rebalances):
     """Polls the topics of one consumer group on a dedicated thread.
 
     The callbacks run on Kafka's IO thread, never on the event loop, must not
@@ -423,7 +421,7 @@ class KafkaSource:
             lease = HeartbeatLease(consumer.config["session_timeout_ms"])
             lease.attach(consumer)
             self._lease = lease
-        consumer.subscribe(topics=list(settings.topics), listener=_Listener(self, consumer))
+        consumer.subscribe(topics=list(settings.topics), listener=RebalanceListener(self, consumer))
         # A metadata refresh after subscribing and before the first join: else
         # kafka-python 3.0's leader assigns against an empty metadata snapshot
         # and the next refresh forces a second rebalance (which sometimes stalls).
@@ -469,127 +467,3 @@ class KafkaSource:
             self._ready.append(batch)
             self._pending_bytes += size
         self._notify(self._wake.set)
-
-    def _drop_unsent(self, partitions: set[PartitionId]) -> None:
-        """Forget records of revoked partitions that asyncio has not taken yet, and
-        remember where each such partition must resume if it comes back: kafka-python
-        keeps the fetch position of a partition assigned again, which would skip them."""
-        with self._lock:
-            kept: deque[list[RawRecord]] = deque()
-            for batch in self._ready:
-                keep = []
-                for record in batch:
-                    tp = (record.topic, record.partition)
-                    if tp in partitions:
-                        if record.offset < self._resume_at.get(tp, record.offset + 1):
-                            self._resume_at[tp] = record.offset
-                    else:
-                        keep.append(record)
-                self._pending_bytes -= batch_bytes(batch) - batch_bytes(keep)
-                if keep:
-                    kept.append(keep)
-            self._ready = kept
-
-    async def _revoked(self, consumer: Any, partitions: set[PartitionId]) -> None:
-        """Runs on kafka's IO thread before the group takes partitions away."""
-        self._drop_unsent(partitions)
-        with self._lock:
-            self._assigned = self._assigned - partitions
-        if self._stopping.is_set() or self._on_revoke is None or not partitions:
-            return
-        self._revoking.set()
-        try:
-            offsets = dict(self._on_revoke(sorted(partitions)))
-        except Exception:
-            log.exception("on_revoke failed; committing nothing for %s", sorted(partitions))
-            return
-        finally:
-            self._revoking.clear()
-        if not offsets:
-            return
-        try:
-            await consumer.commit_async(to_kafka_offsets(offsets, self._settings.commit_metadata))
-        except Exception:
-            log.exception("commit of revoked partitions failed: %s", offsets)
-        else:
-            log.info("committed revoked partitions: %s", offsets)
-
-    def _lost(self, partitions: set[PartitionId], why: str) -> None:
-        """Runs on kafka's IO thread when the group gave our partitions to someone else."""
-        self._drop_unsent(partitions)
-        with self._lock:
-            self._assigned = self._assigned - partitions
-        if self._stopping.is_set() or not partitions:
-            return
-        log.warning("lost %d partitions (%s): nothing is committed for them", len(partitions), why)
-        if self._on_lost is None:
-            return
-        try:
-            self._on_lost(sorted(partitions))
-        except Exception:
-            log.exception("on_lost failed for %s", sorted(partitions))
-
-    def _superseded(self) -> bool:
-        """Whether the last assignment said our claim lost to a newer generation's."""
-        return self._assignor is not None and self._assignor.superseded
-
-    def _assigned_now(self, consumer: Any, partitions: set[PartitionId]) -> None:
-        """Runs on kafka's IO thread once the group gave us (more) partitions."""
-        owned = frozenset((tp.topic, tp.partition) for tp in consumer.assignment())
-        with self._lock:
-            self._assigned = owned
-            over_limit = self._pending_bytes > self._settings.max_pending_bytes
-            resume, self._resume_at = self._resume_at, {}
-        for tp, offset in resume.items():
-            if tp in partitions:
-                # Only a partition kept across the rebalance has a position to correct;
-                # a new one starts from the committed offset anyway.
-                consumer.seek(TopicPartition(*tp), offset)
-        if over_limit and partitions:
-            consumer.pause(*(TopicPartition(*tp) for tp in partitions))
-        if self._assignor is not None and partitions:
-            log.info(
-                "active for %d partitions (generation %s)",
-                len(owned),
-                self._assignor.generation,
-            )
-        if self._on_assign is None:
-            return
-        try:
-            positions = self._on_assign(sorted(partitions))
-        except Exception:
-            log.exception("on_assign failed for %s", sorted(partitions))
-            return
-        try:
-            for (topic, partition), offset in (positions or {}).items():
-                consumer.seek(TopicPartition(topic, partition), offset)
-        except (TypeError, ValueError) as exc:
-            # Reading from anywhere else than asked would split the store from Kafka.
-            log.exception("cannot start from %s; stopping the source", positions)
-            self._failure = exc
-            self._stopping.set()
-
-
-class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
-    """kafka-python's rebalance hooks, forwarded to the source.
-
-    Exceptions must not escape: kafka-python would re-raise them from poll()."""
-
-    def __init__(self, source: KafkaSource, consumer: Any) -> None:
-        self._source = source
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
-        partitions = {(tp.topic, tp.partition) for tp in revoked}
-        if self._source._superseded():
-            self._source._lost(partitions, "a newer generation claimed them")
-        else:
-            await self._source._revoked(self._consumer, partitions)
-
-    async def on_partitions_lost(self, lost: Iterable[Any]) -> None:
-        self._source._lost(
-            {(tp.topic, tp.partition) for tp in lost}, "this member fell out of the group"
-        )
-
-    async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
-        self._source._assigned_now(self._consumer, {(tp.topic, tp.partition) for tp in assigned})
