@@ -195,24 +195,21 @@ class OwingPages:
         naming a customer, deleted ones too, as a resync always sent them). Found
         as a range of (owner, kind, key): the page ends at its ``limit``-th entry."""
         owner, kind, key = cursor or ("", "", "")
-        customers_after = "key > :owner" if cursor else "key >= :owner"
         params: dict[str, object] = {
             "owner": owner,
             "order_key": key if kind == "order" else "",
             "since": since_ms,
         }
-        end = self.db.execute(
-            f"SELECT key, 'customer', key FROM rows WHERE kind = 'customer' AND {customers_after}"
-            " UNION ALL SELECT parent, 'order', key FROM rows INDEXED BY rows_by_parent"
-            " WHERE kind = 'order' AND parent IS NOT NULL AND (parent, key) > (:owner, :order_key)"
-            " ORDER BY 1, 2, 3 LIMIT 1 OFFSET :skip",
-            {**params, "skip": limit - 1},
-        ).fetchone()
-        customers = [f"kind = 'customer' AND {customers_after} AND NOT deleted"]
+        customers = ["kind = 'customer'", "key > :owner" if cursor else "key >= :owner"]
         orders = [
             "o.kind = 'order' AND o.parent IS NOT NULL",
             "(o.parent, o.key) > (:owner, :order_key)",
         ]
+        end = self.db.execute(
+            f"{_registered(customers, orders)} ORDER BY 1, 2, 3 LIMIT 1 OFFSET :skip",
+            {**params, "skip": limit - 1},
+        ).fetchone()
+        customers.append("NOT deleted")
         if end is not None:
             params.update(end_owner=end[0], end_order_key=end[2] if end[1] == "order" else "")
             customers.append("key <= :end_owner")
@@ -220,13 +217,8 @@ class OwingPages:
         if since_ms is not None:
             customers.append("coalesce(changed_ms, 0) >= :since")
             orders.append(_ORDER_CHANGED)
-        sql = (
-            "SELECT key AS owner, 'customer' AS kind, key, NULL AS email FROM rows"
-            f" WHERE {' AND '.join(customers)}"
-            " UNION ALL SELECT o.parent, 'order', o.key, NULL FROM rows o INDEXED BY rows_by_parent"
-            f" WHERE {' AND '.join(orders)}"
-        )
-        return _Page(sql, params, end, end is None)
+        cursor = None if end is None else (end[0], end[1], end[2])
+        return _Page(_registered(customers, orders), params, cursor, end is None)
 
     def _guests_page(
         self, cursor: tuple[str, str, str] | None, limit: int, since_ms: int | None
@@ -236,22 +228,18 @@ class OwingPages:
             "after": "" if cursor is None else cursor[2],
             "since": since_ms,
         }
-        end = self.db.execute(
-            "SELECT key FROM rows INDEXED BY rows_by_parent WHERE kind = 'order'"
-            " AND parent IS NULL AND key > :after ORDER BY key LIMIT 1 OFFSET :skip",
-            {**params, "skip": limit - 1},
-        ).fetchone()
         where = ["o.kind = 'order' AND o.parent IS NULL AND o.key > :after"]
+        end = self.db.execute(
+            f"{_guests(where)} ORDER BY o.key LIMIT 1 OFFSET :skip", {**params, "skip": limit - 1}
+        ).fetchone()
         if end is not None:
-            params["end"] = end[0]
+            params["end"] = end[2]
             where.append("o.key <= :end")
         if since_ms is not None:
             where.append(_ORDER_CHANGED)
-        sql = (
-            "SELECT '' AS owner, 'order' AS kind, o.key, o.email FROM rows o"
-            f" INDEXED BY rows_by_parent WHERE {' AND '.join(where)}"
+        return _Page(
+            _guests(where), params, None if end is None else ("", "order", end[2]), end is None
         )
-        return _Page(sql, params, None if end is None else ("", "order", end[0]), end is None)
 
     # -- writing a page ----------------------------------------------------------------
 
@@ -307,3 +295,22 @@ class OwingPages:
             f" (SELECT email FROM ({page.sql}) WHERE email IS NOT NULL)",
             page.params,
         )
+
+
+def _registered(customers: list[str], orders: list[str]) -> str:
+    """Customers and the orders naming one, as (owner, kind, key, email), where each
+    meets its conditions (``o`` is an order)."""
+    return (
+        "SELECT key AS owner, 'customer' AS kind, key, NULL AS email FROM rows"
+        f" WHERE {' AND '.join(customers)}"
+        " UNION ALL SELECT o.parent, 'order', o.key, NULL FROM rows o INDEXED BY rows_by_parent"
+        f" WHERE {' AND '.join(orders)}"
+    )
+
+
+def _guests(where: list[str]) -> str:
+    """Guest checkouts as (owner, kind, key, email), where each meets ``where``."""
+    return (
+        "SELECT '' AS owner, 'order' AS kind, o.key, o.email FROM rows o"
+        f" INDEXED BY rows_by_parent WHERE {' AND '.join(where)}"
+    )
